@@ -89,11 +89,11 @@ def test_a_signature_not_written_as_an_encoder_writes_it_is_neither_kept_nor_fou
         f"{signed}.{segment[:-1]}{unused_bit}",
     ]
     variants = padded + misread
-    cache = TokenCache(16, 60, time.time)
+    cache = TokenCache(16, 60)
     cache.keep(raw, {"sub": "alice"}, 0)
     for variant in variants:
         assert not written_by_an_encoder(variant)
-        assert cache.find(variant, 0, time.time()) is None
+        assert cache.find(variant, 0) is None
         cache.keep(variant, {"sub": "alice"}, 0)
     assert len(cache) == 1
     signature = base64.urlsafe_b64decode(segment + "==")
@@ -113,10 +113,10 @@ def test_the_other_s_of_each_curve_verifies_and_leads_back(alg: str) -> None:
 
 
 def test_every_spelling_of_an_ecdsa_token_finds_its_one_entry() -> None:
-    cache = TokenCache(16, 60, time.time)
+    cache = TokenCache(16, 60)
     variants = spellings(token(KEY))
     cache.keep(variants[0], {"sub": "alice"}, 0)
-    found = [cache.find(variant, 0, time.time()) for variant in variants]
+    found = [cache.find(variant, 0) for variant in variants]
     assert all(hit is not None and hit[1] == {"sub": "alice"} for hit in found) and len(cache) == 1
 
 
@@ -176,15 +176,20 @@ async def test_cached_token_before_its_nbf_is_refused() -> None:
     assert policy.verifications == 1
 
 
-async def test_max_age_forces_a_new_signature_check() -> None:
-    clock = _Clock()
-    policy = _policy(clock, cache={"max_age": 60})
-    raw = token(KEY, ttl=3600)
+@pytest.mark.parametrize("wall_step", [0, -3600, 120])
+async def test_max_age_forces_a_new_signature_check_by_the_monotonic_clock(wall_step: int) -> None:
+    """An entry's age is monotonic time: the wall clock set back an hour kept it an hour longer (the token
+    verified once for the hour), set forward 2 minutes dropped it (a signature check per reconnection)."""
+    wall, monotonic = _Clock(), _Clock()
+    policy = _policy(wall, cache={"max_age": 60})
+    policy.cache.clock = monotonic
+    raw = token(KEY, ttl=7200, iat=None)  # no iat: the wall clock set back does not make it "not valid yet"
     await policy.apply(_ctx(raw))
-    clock.now += 59
+    wall.now += wall_step
+    monotonic.now += 59
     await policy.apply(_ctx(raw))
     assert policy.verifications == 1
-    clock.now += 2
+    monotonic.now += 2
     await policy.apply(_ctx(raw))
     assert policy.verifications == 2
 
@@ -369,11 +374,11 @@ def test_each_hit_is_a_copy_of_the_payload_kept_sharing_nothing_mutable(payload:
     """Through the cache (a flat payload copied by dict.copy, another by copy_claims): each hit equals
     the payload verified, shares nothing mutable with it nor with another hit, and editing one
     (nested values too) changes neither the next hit nor the payload."""
-    cache = TokenCache(4, 60, time.time)
+    cache = TokenCache(4, 60)
     digest = token_digest(token(KEY))
     assert digest is not None
     cache.put(digest, payload, 0)
-    first, second = cache.get(digest, 0, time.time()), cache.get(digest, 0, time.time())
+    first, second = cache.get(digest, 0), cache.get(digest, 0)
     assert first is not None and second is not None
     assert first[0] == payload == second[0]
     originals = {id(item) for item in _mutables(payload)}
@@ -385,7 +390,7 @@ def test_each_hit_is_a_copy_of_the_payload_kept_sharing_nothing_mutable(payload:
             item["edited"] = True
         elif isinstance(item, list):
             item.append("edited")
-    third = cache.get(digest, 0, time.time())
+    third = cache.get(digest, 0)
     assert third is not None and third[0] == payload and json.dumps(payload, sort_keys=True) == snapshot
 
 

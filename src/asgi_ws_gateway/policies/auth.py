@@ -83,7 +83,7 @@ class ValidateJwt:
         self.caseless_checks = [check for check in self.checks if check.caseless]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
         self.clock = env.clock
-        self.cache = TokenCache(s.cache.max_entries, s.cache.max_age, env.clock) if s.cache.max_entries else None
+        self.cache = TokenCache(s.cache.max_entries, s.cache.max_age) if s.cache.max_entries else None
         self.verifications = 0  # tokens whose signature was checked (cache misses); tests read it
 
     async def apply(self, context: HandshakeContext) -> None:
@@ -172,12 +172,11 @@ class ValidateJwt:
         cache = self.cache
         if cache is None or len(token) > MAX_CACHED_TOKEN:
             return None
-        now = self.clock()
-        found = cache.find(token, self.jwks.current_generation() if self.jwks is not None else 0, now)
+        found = cache.find(token, self.jwks.current_generation() if self.jwks is not None else 0)
         if found is None:
             return None
         digest, claims, times = found
-        problem = times.problem(now, self.settings.clock_skew)
+        problem = times.problem(self.clock(), self.settings.clock_skew)  # wall times: the wall clock
         if problem is not None:
             cache.discard(digest)
             raise _unauthorized(*problem)

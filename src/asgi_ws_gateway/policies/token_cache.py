@@ -6,8 +6,9 @@ that verify alike are one entry (:mod:`.token_spelling`): padded or not, an ECDS
 ``s`` (looked up on a miss), and a token whose signature is not written as an encoder writes it is
 never kept. It is used only while:
 
-* it is younger than ``max_age``, and the token has not expired (``exp`` plus the leeway: an
-  expired token's entry refuses it and is discarded);
+* it is younger than ``max_age`` (by the monotonic clock: the wall clock set back kept entries
+  longer, set forward dropped them all), and the token has not expired (``exp`` plus the leeway,
+  against the wall clock, whose time ``exp`` is: an expired token's entry refuses it and is discarded);
 * the key set that verified it is unchanged (a JWKS refresh that drops or changes any key starts a
   new generation, and entries of older generations are discarded on their next use).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -70,28 +72,29 @@ class TokenCache:
     Args:
         max_entries: entries kept at most (> 0).
         max_age: seconds an entry is used after its verification.
-        clock: seconds since the epoch (the policy's).
+        clock: monotonic seconds, for the entries' age (``time.monotonic``; tests pass a fake one).
+            A token's own times are wall times: the policy checks them (:class:`TokenTimes`).
     """
 
-    def __init__(self, max_entries: int, max_age: float, clock: Callable[[], float]) -> None:
+    def __init__(self, max_entries: int, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
         self.clock = clock
-        # claims, when they go, the key set's generation, their times, and whether they are flat (no dict
-        # or list inside: a hit copies them with dict.copy, without copy_claims looking at every value)
+        # claims, when they go (monotonic), the key set's generation, their times, and whether they are flat
+        # (no dict or list inside: a hit copies them with dict.copy, without copy_claims looking at every value)
         self._entries: OrderedDict[bytes, tuple[dict[str, Any], float, int, TokenTimes, bool]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, digest: bytes, generation: int, now: float) -> tuple[dict[str, Any], TokenTimes] | None:
+    def get(self, digest: bytes, generation: int) -> tuple[dict[str, Any], TokenTimes] | None:
         """A copy of the payload verified for this digest under key-set ``generation`` and its times to
-        check (``now``: the clock's time), or None."""
+        check, or None."""
         entry = self._entries.get(digest)
         if entry is None:
             return None
         claims, expires_at, verified_in, times, flat = entry
-        if verified_in != generation or now >= expires_at:
+        if verified_in != generation or self.clock() >= expires_at:
             del self._entries[digest]
             return None
         self._entries.move_to_end(digest)
@@ -99,20 +102,20 @@ class TokenCache:
         copied: dict[str, Any] = claims.copy() if flat else copy_claims(claims)
         return copied, times
 
-    def find(self, token: str, generation: int, now: float) -> tuple[bytes, dict[str, Any], TokenTimes] | None:
+    def find(self, token: str, generation: int) -> tuple[bytes, dict[str, Any], TokenTimes] | None:
         """:meth:`get` for ``token`` in any of its spellings: its digest, a copy of its payload and its
         times, or None. An ECDSA token missed is looked up as its other ``s`` too (the same signature:
         an issuer's own spelling hits at once, a client's other one costs this look-up, not a check)."""
         digest = token_digest(token)
         if digest is None:
             return None
-        found = self.get(digest, generation, now)
+        found = self.get(digest, generation)
         if found is None:
             other = other_ecdsa_spelling(token)
             if other is None:
                 return None
             digest = _sha256(other)  # unpadded already
-            found = self.get(digest, generation, now)
+            found = self.get(digest, generation)
         return None if found is None else (digest, *found)
 
     def keep(self, token: str, claims: dict[str, Any], generation: int) -> None:
