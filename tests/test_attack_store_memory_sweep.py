@@ -63,7 +63,7 @@ def _run(operation: Coroutine[Any, Any, Decision]) -> Decision:
 def _full_store(keys: int) -> tuple[MemoryState, Clock]:
     """A store whose public limit holds ``keys`` keys (its bound), and another limit as many."""
     clock = Clock()
-    store = MemoryState(clock=clock, max_keys=keys)
+    store = MemoryState(clock=clock, monotonic=clock, max_keys=keys)
     for i in range(keys):
         _run(store.hit(_public(i), 5, 3600, "m"))
         _run(store.hit(_other(i), 5, 60, "m"))

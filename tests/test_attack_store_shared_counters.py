@@ -36,7 +36,7 @@ async def shared(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, W
         async def later(seconds: float) -> None:
             clock.now += seconds
 
-        yield MemoryState(clock=clock), later
+        yield MemoryState(clock=clock, monotonic=clock), later
         return
     if not redis_available():
         pytest.skip("no Redis on 127.0.0.1:6379")
@@ -73,7 +73,7 @@ async def test_a_day_and_a_month_quota_sharing_a_counter_count_apart_on_the_firs
     """Before: on the 1st both counted on one key; the next day the month's count had expired with
     the day's, and its quota of 2 admitted again."""
     clock = Clock(calendar.timegm((2026, 3, 1, 12, 0, 0)))
-    store = MemoryState(clock=clock)
+    store = MemoryState(clock=clock, monotonic=clock)
     month = build({"quota-by-key": {"key": "k", "limit": 2, "period": "month", "counter": "shared"}}, store, clock)
     day = build({"quota-by-key": {"key": "k", "limit": 5, "period": "day", "counter": "shared"}}, store, clock)
     for _ in range(2):

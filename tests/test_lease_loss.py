@@ -42,7 +42,7 @@ async def test_a_redis_renewal_counts_the_leases_that_were_gone() -> None:
 
 async def test_a_memory_renewal_counts_the_leases_that_expired() -> None:
     now = [1000.0]
-    store = MemoryState(clock=lambda: now[0])
+    store = MemoryState(monotonic=lambda: now[0])
     for lease in ("a", "b"):
         assert (await store.acquire("k", lease, 5, 10.0)).allowed
     assert await store.renew([("k", "a"), ("k", "b")], 10.0) == 0

@@ -248,7 +248,7 @@ class Stepped(MemoryState):
 
     def __init__(self) -> None:
         self.now = 0.0
-        super().__init__(clock=lambda: self.now)
+        super().__init__(monotonic=lambda: self.now)
         self.renewals = 0
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:

@@ -30,7 +30,7 @@ from support.upstream import UpstreamServer
 
 async def test_past_max_keys_a_new_key_fails_and_the_known_ones_go_on_counting() -> None:
     clock = Clock()
-    store = MemoryState(clock=clock, max_keys=3)
+    store = MemoryState(clock=clock, monotonic=clock, max_keys=3)
     for key in ("a", "b", "c"):
         assert (await store.consume(key, 2, "hour")).allowed
     with pytest.raises(StoreUnavailable, match="3 live keys"):
@@ -46,7 +46,7 @@ async def test_past_max_keys_a_new_key_fails_and_the_known_ones_go_on_counting()
 
 async def test_expired_keys_make_room() -> None:
     clock = Clock()
-    store = MemoryState(clock=clock, max_keys=2)
+    store = MemoryState(clock=clock, monotonic=clock, max_keys=2)
     await store.hit("a", 5, 60, "m")
     await store.hit("b", 5, 60, "m")
     clock.now += 61

@@ -23,7 +23,8 @@ def _ip(ip: str = "10.0.0.1") -> HandshakeContext:
 
 async def test_sliding_window_admits_limit_then_429_with_retry_after() -> None:
     clock = Clock()
-    policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 3, "window": 10}}, MemoryState(clock=clock))
+    store = MemoryState(monotonic=clock)
+    policy = build({"rate-limit-by-key": {"key": "{client.ip}", "limit": 3, "window": 10}}, store)
     for _ in range(3):
         await policy.apply(_ip())
         clock.now += 1
@@ -36,7 +37,7 @@ async def test_sliding_window_admits_limit_then_429_with_retry_after() -> None:
 async def test_no_burst_across_a_window_edge() -> None:
     """A fixed window would admit 2 x limit around its boundary; the sliding log admits limit."""
     clock = Clock(1_000_009.5)  # just before a 10 s boundary
-    policy = build({"rate-limit-by-key": {"key": "k", "limit": 5, "window": 10}}, MemoryState(clock=clock))
+    policy = build({"rate-limit-by-key": {"key": "k", "limit": 5, "window": 10}}, MemoryState(monotonic=clock))
     for _ in range(5):
         await policy.apply(_ip())
     clock.now = 1_000_010.5  # just after it
@@ -47,7 +48,7 @@ async def test_no_burst_across_a_window_edge() -> None:
 
 async def test_denied_attempts_do_not_count() -> None:
     clock = Clock()
-    policy = build({"rate-limit-by-key": {"key": "k", "limit": 1, "window": 10}}, MemoryState(clock=clock))
+    policy = build({"rate-limit-by-key": {"key": "k", "limit": 1, "window": 10}}, MemoryState(monotonic=clock))
     await policy.apply(_ip())
     for _ in range(5):
         clock.now += 1
@@ -91,7 +92,7 @@ async def test_quota_spent_until_the_period_renews() -> None:
 
 async def test_concurrency_leases_are_released_and_expire() -> None:
     clock = Clock()
-    store = MemoryState(clock=clock)
+    store = MemoryState(monotonic=clock)
     policy = build({"limit-concurrency": {"key": "{jwt.sub}", "max": 2, "lease_ttl": 30}}, store)
     first, second = context(), context()
     await policy.apply(first)

@@ -19,6 +19,11 @@ with a fresh value at 100,000 keys, and every 1,024th operation paused as long.)
 
 A key shared by several policies (``counter:``) lives as long as the longest of them needs it: its
 expiry only ever extends, and a rate log keeps its events for the longest window counting in it.
+
+Windows, reservations and leases are intervals: they run on the monotonic clock. Only quotas, whose
+periods are calendar ones, read the wall clock. (On the wall clock, set back an hour it kept an
+exhausted rate limit refusing and dead leases counted for the hour; set forward, it emptied every
+window and lease at once, a fresh budget for every client.)
 """
 
 from __future__ import annotations
@@ -204,15 +209,24 @@ class MemoryState:
 
     Args:
         prefix: key namespace (kept for symmetry with the Redis store).
-        clock: seconds since the epoch; ``time.time`` by default (tests pass a fake clock).
+        clock: seconds since the epoch, for quotas' calendar periods; ``time.time`` by default (tests
+            pass a fake clock).
         max_keys: live keys of each counter and kind, at most (default ``MAX_KEYS``).
+        monotonic: monotonic seconds, for windows, reservations and leases; ``time.monotonic`` by
+            default (tests pass a fake clock).
     """
 
     def __init__(
-        self, prefix: str = "asgi-ws-gw", clock: Callable[[], float] = time.time, max_keys: int = MAX_KEYS
+        self,
+        prefix: str = "asgi-ws-gw",
+        clock: Callable[[], float] = time.time,
+        max_keys: int = MAX_KEYS,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.prefix = prefix
         self.clock = clock
+        self.monotonic = monotonic
         self.max_keys = max_keys
         self._windows: _Table[_Window] = _Table(max_keys, "hit")
         self._quotas: _Table[_Quota] = _Table(max_keys, "consume")
@@ -242,7 +256,8 @@ class MemoryState:
 
     async def consume(self, key: str, limit: int, period: Period) -> Decision:
         limit = counted(limit)
-        now = self._tick()
+        self._tick()
+        now = self.clock()  # a calendar period's: the wall clock
         start, end = (t.timestamp() for t in period_bounds(period, now))
         entry = self._quotas.entries.get(key)
         count = entry.count if entry is not None and entry.start == start else 0
@@ -300,7 +315,7 @@ class MemoryState:
 
     async def renew(self, leases: Sequence[tuple[str, str]], ttl: float) -> int:
         ttl = span(ttl)
-        now = self.clock()
+        now = self.monotonic()
         gone = 0
         for key, lease in leases:
             entry = self._leases.entries.get(key)
@@ -317,7 +332,7 @@ class MemoryState:
         entry = self._leases.entries.get(key)
         if entry is not None:
             entry.held.pop(lease, None)
-            if not _live(entry, self.clock()):
+            if not _live(entry, self.monotonic()):
                 self._leases.remove(key)
 
     async def aclose(self) -> None:
@@ -326,16 +341,17 @@ class MemoryState:
     def leases(self, key: str) -> int:
         """Live leases under ``key`` (for tests and diagnostics)."""
         entry = self._leases.entries.get(key)
-        return len(_live(entry, self.clock())) if entry is not None else 0
+        return len(_live(entry, self.monotonic())) if entry is not None else 0
 
     def keys(self) -> int:
         """Keys held, expired or not yet dropped included (for tests and diagnostics)."""
         return sum(len(t.entries) for t in (self._windows, self._quotas, self._reserved, self._leases))
 
     def _tick(self) -> float:
-        now = self.clock()
+        """Sweep a little of each table; the monotonic clock's time."""
+        now = self.monotonic()
         self._windows.sweep(now)
-        self._quotas.sweep(now)
+        self._quotas.sweep(self.clock())  # a quota expires with its calendar period: a wall time
         self._reserved.sweep(now)
         self._leases.sweep(now)
         return now
