@@ -373,7 +373,8 @@ class ApiConfig(ConfigModel):
         description="The Domain attributes this API's upstreams may give a cookie (the cookie then reaches every "
         "host under it), or a domain under one, compared without a leading dot and case. Any other Domain is "
         "removed: the cookie is "
-        "the request host's alone. Default: none.",
+        "the request host's alone. A top-level domain or a public suffix (com, co.uk, github.io) is refused. "
+        "Default: none.",
     )
     response_cookie_paths: list[CookiePath] = Field(
         default_factory=list,

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from ..redact import CONTROL_CHARACTERS
 from ..strict_numbers import StrictNumbers
 from .limits import MAX_NAME, MAX_POLICIES, MAX_TEXT, MAX_URL, bounded
+from .public_suffixes import is_public_suffix
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -153,6 +154,19 @@ def _cookie_domain(value: str) -> str:
     if _COOKIE_DOMAIN.fullmatch(domain) is None:
         raise PydanticCustomError(
             "cookie_domain", "not a cookie domain: a host name (letters, digits and '-' in dot-separated labels)"
+        )
+    # A backend allowed such a Domain set cookies for every site under it (another's session fixed, a
+    # tracking id shared). The messages quote no value: the field's name reads as a credential's.
+    if "." not in domain:
+        raise PydanticCustomError(
+            "cookie_domain_suffix",
+            "a top-level domain: a cookie for it reaches every site under it; name a domain of your own",
+        )
+    if is_public_suffix(domain):  # the known suffixes are a partial list without the system's (public_suffixes)
+        raise PydanticCustomError(
+            "cookie_domain_suffix",
+            "a public suffix, under which anyone registers a site: a cookie for it reaches all of them; "
+            "name a domain of your own",
         )
     return domain
 

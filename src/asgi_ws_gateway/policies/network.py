@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator
 
+from ..config.public_suffixes import is_public_suffix
 from ..forwarded import IPAddress, Networks, embedded_ipv4, parse_ip, parse_network, translated_ipv4s
 from ..handshake import addressless
 from ..handshake.context import HandshakeContext
@@ -279,7 +280,7 @@ def _check_wildcard(origin: str, domain: str) -> None:
             f"'{origin}': *.{domain} admits every site under the top-level domain .{domain}; "
             f"name your own domain, as in https://*.example.{domain}"
         )
-    if domain in PUBLIC_SUFFIXES:
+    if "." in domain and is_public_suffix(domain):  # a single label: judged above
         raise ValueError(
             f"'{origin}': {domain} is a public suffix, under which anyone registers a site: "
             f"*.{domain} admits all of them; name your own domain, as in https://*.example.{domain}"
@@ -291,33 +292,6 @@ SPECIAL_USE = frozenset({"localhost", "test", "invalid", "example", "local", "in
 examples (RFC 6761 ``.test``, ``.invalid``, ``.example``), a local network's (RFC 6762 ``.local``,
 mDNS) and private networks' (ICANN's ``.internal``). ``*.test:*`` covers the operator's own sites;
 ``*.home.arpa`` (RFC 8375) has two labels and is not refused. Not ``.onion``: anyone has a site there."""
-
-
-PUBLIC_SUFFIXES = frozenset(
-    """
-    co.uk org.uk me.uk ltd.uk plc.uk net.uk ac.uk gov.uk sch.uk nhs.uk
-    com.au net.au org.au edu.au gov.au id.au asn.au co.nz net.nz org.nz govt.nz ac.nz
-    co.jp ne.jp or.jp ac.jp go.jp ed.jp gr.jp lg.jp co.kr or.kr ne.kr go.kr ac.kr
-    com.cn net.cn org.cn gov.cn edu.cn com.hk org.hk net.hk com.tw org.tw net.tw com.sg org.sg net.sg
-    com.my net.my org.my co.in net.in org.in firm.in gen.in ind.in co.id or.id web.id ac.id
-    com.ph net.ph org.ph com.vn net.vn org.vn co.th in.th or.th com.pk com.bd com.np com.lk
-    co.za org.za net.za web.za com.ng com.eg co.ke or.ke co.il org.il ac.il com.tr net.tr org.tr gen.tr
-    com.sa com.ae co.ae com.qa
-    com.br net.br org.br blog.br com.ar net.ar org.ar com.mx net.mx org.mx com.co net.co com.pe com.ve
-    com.uy com.ec com.bo com.py com.gt
-    com.ua net.ua org.ua in.ua kiev.ua com.ru net.ru org.ru msk.ru spb.ru com.pl net.pl org.pl
-    com.es org.es nom.es com.pt com.gr com.cy co.at or.at co.hu co.it com.mt
-    github.io githubusercontent.com gitlab.io herokuapp.com herokussl.com vercel.app now.sh netlify.app
-    netlify.com pages.dev workers.dev web.app firebaseapp.com appspot.com blogspot.com
-    azurewebsites.net azurestaticapps.net cloudapp.net cloudfront.net amazonaws.com s3.amazonaws.com
-    elasticbeanstalk.com onrender.com fly.dev glitch.me ngrok.io ngrok.app ngrok-free.app
-    repl.co replit.dev surge.sh readthedocs.io trycloudflare.com codesandbox.io stackblitz.io
-    wordpress.com tumblr.com wixsite.com weebly.com squarespace.com myshopify.com
-    """.split()  # noqa: SIM905 - a table reads better than a list of quoted strings
-)
-"""Common domains of more than one label under which anyone may have a site: public suffixes from the
-Public Suffix List (publicsuffix.org) and hosting domains. A small list, not all of them (the full
-list is not among the dependencies; docs/policies.md says so)."""
 
 
 @register_policy("check-origin")
@@ -342,4 +316,4 @@ class CheckOrigin:
             raise deny(403, "the request's origin is not allowed", reason="origin_forbidden")
 
 
-__all__ = ["MAX_ORIGIN_LENGTH", "PUBLIC_SUFFIXES", "SPECIAL_USE", "CheckOrigin", "IpFilter", "compile_origin"]
+__all__ = ["MAX_ORIGIN_LENGTH", "SPECIAL_USE", "CheckOrigin", "IpFilter", "compile_origin"]
