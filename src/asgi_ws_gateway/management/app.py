@@ -36,6 +36,7 @@ from .errors import Invalid, ManagementError, problem
 from .forgery import HostCheck, check_not_forged
 from .head import check_head
 from .live_connections import DEFAULT_LISTED, MAX_LISTED
+from .local_user import loopback_user
 from .lockout import Lockout
 from .openapi import openapi_document
 from .overlay import api_document, merge_document
@@ -80,7 +81,8 @@ def create_management_app(
                 )  # fmt: skip
                 return problem(exc.status, exc.title, exc.detail)
             address = manager.gateway.client_ip(request.scope)  # behind trusted_proxies: the client, not the proxy
-            wait = lockout.wait(address)
+            user = loopback_user(request.scope, address)  # on loopback: which local user, not the shared address
+            wait = lockout.wait(address, user)
             if wait:
                 return problem(
                     429, "Too Many Requests", "too many refused admin credentials from this address",
@@ -88,7 +90,7 @@ def create_management_app(
                 )  # fmt: skip
             if not await auth(request):
                 if guessed(auth, request):
-                    lockout.refused(address)
+                    lockout.refused(address, user)
                 return problem(
                     401,
                     "Unauthorized",

@@ -8,10 +8,12 @@ guess was right.
 
 The client is what the gateway decides it is (the TCP peer, or what ``trusted_proxies`` report),
 keyed as ``{client.network}`` is: an IPv4 address by itself, an IPv6 address by its /64 (a host
-holds a /64 at least and picks any address in it). The trade-off of keying by address: whoever
-shares the administrator's address (a NAT, a /64, a proxy that is not in ``trusted_proxies``) can
-lock the administrator out for up to ``window`` seconds by sending wrong tokens; the log says which
-address and for how long.
+holds a /64 at least and picks any address in it). A loopback client is keyed by the local user
+owning its socket instead, where the kernel says (:mod:`.local_user`): another local user neither
+locks the administrator out nor takes a fresh key per address of 127.0.0.0/8. The trade-off of
+keying by address remains elsewhere: whoever shares the administrator's address (a NAT, a /64, a
+proxy that is not in ``trusted_proxies``) can lock the administrator out for up to ``window``
+seconds by sending wrong tokens; the log says which address and for how long.
 
 The clients kept are bounded (``addresses``). To make room, the least recently refused client that
 is not locked is forgotten first; a locked one only when every client kept is locked, and then the
@@ -63,9 +65,10 @@ class Lockout:
     def __len__(self) -> int:
         return len(self._counting) + len(self._locked)
 
-    def wait(self, address: str) -> float:
-        """Seconds ``address`` must wait before it is heard again (0: now)."""
-        key = client_network(address)
+    def wait(self, address: str, user: int | None = None) -> float:
+        """Seconds ``address`` (the local ``user``'s, for a loopback client) must wait before it is heard
+        again (0: now)."""
+        key = _key(address, user)
         times = self._locked.get(key)
         if times is None:
             return 0.0
@@ -79,9 +82,10 @@ class Lockout:
             self._counting[key] = times
         return 0.0
 
-    def refused(self, address: str) -> None:
-        """Count one refused credential of ``address``; the refusal that reaches the limit is logged."""
-        key = client_network(address)
+    def refused(self, address: str, user: int | None = None) -> None:
+        """Count one refused credential of ``address`` (the local ``user``'s, for a loopback client); the
+        refusal that reaches the limit is logged."""
+        key = _key(address, user)
         now = self._clock()
         times = self._locked.get(key)
         if times is not None:  # refused concurrently with the refusal that locked it: the lock lasts longer
@@ -120,6 +124,12 @@ class Lockout:
                 "management API: %d clients are locked out at once; the earliest lock (%s) ends early to make room",
                 len(self._locked) + 1, printable(key),
             )  # fmt: skip
+
+
+def _key(address: str, user: int | None) -> str:
+    """A client's key: the local user of a loopback connection (any address of 127.0.0.0/8 or ::1: one
+    user's), else the address as ``{client.network}`` keys it."""
+    return f"loopback (uid {user})" if user is not None else client_network(address)
 
 
 __all__ = ["Lockout"]
