@@ -14,7 +14,7 @@ run: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[example]"
 	$(BIN)/python -m example_app
 
-# Installs everything the suite needs (Python packages, Debian's chromium), then lints, type-checks
+# Installs everything the suite needs (Python packages; Debian's chromium, nginx, publicsuffix; Redis), then lints, type-checks
 # and runs every test, the Autobahn conformance cases 1-10 included.
 test: setup-test lint typecheck pytest
 
@@ -22,6 +22,7 @@ setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	./scripts/install-chromium.sh
 	./scripts/install-nginx.sh
+	./scripts/install-publicsuffix.sh
 	./scripts/ensure-redis.sh
 
 lint:
