@@ -10,6 +10,9 @@ is waited for; one that takes in nothing is still aborted at ``close_timeout``.
 Real ``asgi-ws-gateway run`` on each path (the splice, the frame relay, the relay), a raw upstream that
 pushes a backlog larger than the kernel's buffers, and a raw client with a small receive buffer that
 reads slowly (or not at all).
+
+A slow reader's time is its pace, not CPU: the paths' cases of one test read at once, on their own
+connections (:class:`EveryPath`), each still asserting what its own path did.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -52,6 +55,8 @@ SLOWER = 2 * PAUSE
 ``close_timeout`` for room in the kernel's buffer (its writes resume once a third of it is free)."""
 WINDOW = 16 << 10
 """The slow reader's receive buffer (its TCP window)."""
+READING = ("slow", "patient")
+"""The upstreams that read slowly."""
 KEEPALIVE = {"ping_interval": 60, "ping_timeout": 60}  # the stall rule is not what ends a connection here
 COMMON = {"close_timeout": CLOSE_TIMEOUT, **KEEPALIVE}
 PATHS: dict[str, dict[str, Any]] = {
@@ -69,26 +74,40 @@ class Upstreams:
     """Raw upstreams, one server each: ``first`` pushes ``PUSHED`` bytes of messages right after its 101
     and then its close frame, ``large`` the same in messages of ``LARGE`` bytes; ``answer`` pushes the
     same as ``first`` and answers the client's close frame; ``slow`` (a small receive buffer) sends its
-    close frame soon after its 101 and reads what the client still sends slowly, to the client's answer
-    (``self.read``: its data frames, their bytes, the answer's code)."""
+    close frame soon after its 101 and reads what the client still sends slowly, to the client's answer;
+    ``patient`` reads so and answers the client's close. The reading ones are one server per path, what
+    each read (its data frames, their bytes, the close frame's code) in ``self.read`` under its path."""
 
     def __init__(self) -> None:
         self.writers: list[asyncio.StreamWriter] = []
-        self.servers: dict[str, asyncio.Server] = {}
-        self.read: list[tuple[int, int, int | None]] = []
+        self.servers: dict[tuple[str, str], asyncio.Server] = {}
+        self.read: dict[tuple[str, str], tuple[int, int, int | None]] = {}
 
     async def start(self) -> None:
         for mode in ("first", "large", "answer"):
-            self.servers[mode] = await asyncio.start_server(functools.partial(self.push, mode), "127.0.0.1", 0)
-        for mode in ("slow", "patient"):
-            listening = socket.socket()
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # its connections' window
-            listening.bind(("127.0.0.1", 0))
-            serve = functools.partial(self.read_slowly, mode)
-            self.servers[mode] = await asyncio.start_server(serve, sock=listening)
+            serve = functools.partial(self.push, mode)
+            self.servers[mode, ""] = await asyncio.start_server(serve, "127.0.0.1", 0)
+        for mode in READING:
+            for name in PATHS:
+                listening = socket.socket()
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WINDOW)  # its connections' window
+                listening.bind(("127.0.0.1", 0))
+                serve = functools.partial(self.read_slowly, mode, name)
+                self.servers[mode, name] = await asyncio.start_server(serve, sock=listening)
 
-    def url(self, mode: str) -> str:
-        return f"ws://127.0.0.1:{self.servers[mode].sockets[0].getsockname()[1]}/"
+    def url(self, mode: str, name: str) -> str:
+        """The server of ``mode`` for the path ``name`` (the pushing ones serve every path)."""
+        server = self.servers[mode, name if mode in READING else ""]
+        return f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+    async def read_by(self, mode: str, name: str) -> tuple[int, int, int | None]:
+        """What the ``mode`` upstream of ``name`` read, once its reads ended (10 s at most: they end with
+        the close frame or the connection)."""
+        for _ in range(100):
+            if (mode, name) in self.read:
+                break
+            await asyncio.sleep(0.1)
+        return self.read.pop((mode, name))
 
     async def push(self, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
@@ -107,7 +126,9 @@ class Upstreams:
             await writer.drain()
         writer.close()
 
-    async def read_slowly(self, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def read_slowly(
+        self, mode: str, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.writers.append(writer)
         frames = data = 0
         code: int | None = None
@@ -129,7 +150,7 @@ class Upstreams:
             if mode == "patient" and code is not None:
                 writer.write(ws_frame(0x8, struct.pack("!H", code), mask=False))  # the answer
                 await writer.drain()
-        self.read.append((frames, data, code))
+        self.read[mode, name] = (frames, data, code)
         writer.close()
 
     async def stop(self) -> None:
@@ -161,6 +182,31 @@ def _masked_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return frames, buffer
 
 
+T = TypeVar("T")
+
+
+class EveryPath(Generic[T]):
+    """One test's read on each of its paths, all at once on their own connections the first time one of
+    its cases asks (a slow reader mostly sleeps: three at once take one's wall time); each case then
+    asserts its own path's result, or gets its own path's exception."""
+
+    def __init__(self, read: Callable[[str], T], names: Sequence[str]) -> None:
+        self.read, self.names = read, names
+        self._results: dict[str, T | BaseException] | None = None
+        self._reading = asyncio.Lock()
+
+    async def of(self, name: str) -> T:
+        async with self._reading:
+            if self._results is None:
+                each_read = (asyncio.to_thread(self.read, each) for each in self.names)
+                results = await asyncio.gather(*each_read, return_exceptions=True)
+                self._results = dict(zip(self.names, results, strict=True))
+        result = self._results[name]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def upstreams() -> AsyncIterator[Upstreams]:
     servers = Upstreams()
@@ -176,13 +222,13 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams
     directory = tmp_path_factory.mktemp("close-wait")
     log = directory / "gateway.log"
     apis = [
-        api_entry(upstreams.url(mode), name=f"{_slug(name)}-{mode}", path=f"/{_slug(name)}/{mode}", **fields)
+        api_entry(upstreams.url(mode, name), name=f"{_slug(name)}-{mode}", path=f"/{_slug(name)}/{mode}", **fields)
         for name, fields in PATHS.items()
         for mode in ("first", "large", "answer", "slow", "patient")
     ]
     apis += [  # the gateway closes (1001) a second in, the backlog still on its way
         api_entry(
-            upstreams.url("answer"),
+            upstreams.url("answer", name),
             name=f"{_slug(name)}-lifetime",
             path=f"/{_slug(name)}/lifetime",
             max_lifetime=1.0,
@@ -199,6 +245,24 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams
 
 def _slug(name: str) -> str:
     return name.replace(" ", "-")
+
+
+@pytest.fixture(scope="module")
+def reads() -> dict[str, EveryPath[Any]]:
+    """Each test's :class:`EveryPath`, by the test's name (its first case starts it, the others take theirs)."""
+    return {}
+
+
+async def _on_path(
+    reads: dict[str, EveryPath[Any]],
+    test: str,
+    name: str,
+    read: Callable[[str], T],
+    names: Sequence[str] = tuple(PATHS),
+) -> T:
+    """``read(name)``'s result, read together with the other ``names`` of the test ``test``."""
+    every: EveryPath[T] = reads.setdefault(test, EveryPath(read, names))
+    return await every.of(name)
 
 
 def _read(
@@ -239,19 +303,27 @@ def _read(
 
 
 @pytest.mark.parametrize("name", ["splice", "frame relay"])
-async def test_a_slow_reader_closing_gets_its_whole_backlog_and_the_close_frame(gateway: int, name: str) -> None:
+async def test_a_slow_reader_closing_gets_its_whole_backlog_and_the_close_frame(
+    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+) -> None:
     """A client closes with a backlog that takes several ``close_timeout`` to read: every message, the
     upstream's answer, then EOF. It was aborted ``close_timeout`` after its close: the rest and the answer
     lost. The frame relay dropped what it read of the upstream after the client's close on a direction with
     message policies (58 of 128 here), where it forwarded it on one without. (The relay drops it: its server
     answers the client's close at once, and nothing more can go to the client.)"""
-    frames, data, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/answer", closes=True)
+    frames, data, code, end = await _on_path(
+        reads,
+        "closing",
+        name,
+        lambda each: _read(gateway, f"/{_slug(each)}/answer", closes=True),
+        ["splice", "frame relay"],
+    )
     assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
 
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_close_frame_and_eof(
-    gateway: int, name: str
+    gateway: int, reads: dict[str, EveryPath[Any]], name: str
 ) -> None:
     """The upstream closes behind a backlog the client, sending as it reads, takes several ``close_timeout``
     to read: every message, the close frame, then EOF. The splice and the frame relay aborted it
@@ -260,50 +332,68 @@ async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_close_frame_
     the upstream closed (1011 after 119 of 128 messages, once in a clean CI): the next test's case, which
     64 KiB messages meet only when the ~9 its connector still held at the upstream's close wait longer than
     ``close_timeout`` for room in the kernel's buffer (a slowed reader)."""
-    frames, data, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/first", closes=False)
+    frames, data, code, end = await _on_path(
+        reads, "sending", name, lambda each: _read(gateway, f"/{_slug(each)}/first", closes=False)
+    )
     assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
 
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_last_large_messages_and_close_frame(
-    gateway: int, name: str
+    gateway: int, reads: dict[str, EveryPath[Any]], name: str
 ) -> None:
     """The upstream closes behind messages of 1 MiB the client, sending as it reads, takes several
     ``close_timeout`` to read: every message, the close frame, then EOF. On the relay, the client's message
     sent once the upstream's close was in found the upstream closed while 4 MiB still waited in its
     connector: the relay took that for the client's close and cut the delivery ``close_timeout`` later:
     5 of 8 messages, then 1011 ``gateway error`` or no close frame at all (every run)."""
-    frames, data, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/large", closes=False)
-    assert (frames, data, code, end) == (PUSHED // LARGE, PUSHED, 1000, "eof")
-
-
-@pytest.mark.parametrize("name", PATHS)
-async def test_a_slower_reader_gets_the_upstreams_close_frame_behind_its_backlog(gateway: int, name: str) -> None:
-    """The upstream closes behind messages of 1 MiB a client reading more slowly (sending nothing) takes
-    several ``close_timeout`` to read: the close frame comes after the last of them. The relay gave up
-    sending it when the writes to the client stayed paused for ``close_timeout``, the client still reading:
-    every message, then EOF with no close frame (every run)."""
-    frames, data, code, end = await asyncio.to_thread(
-        _read, gateway, f"/{_slug(name)}/large", closes=False, sends=False, pause=SLOWER
+    frames, data, code, end = await _on_path(
+        reads, "large", name, lambda each: _read(gateway, f"/{_slug(each)}/large", closes=False)
     )
     assert (frames, data, code, end) == (PUSHED // LARGE, PUSHED, 1000, "eof")
 
 
 @pytest.mark.parametrize("name", PATHS)
-async def test_a_slow_reader_sending_as_it_reads_gets_the_gateways_close_frame_and_eof(gateway: int, name: str) -> None:
+async def test_a_slower_reader_gets_the_upstreams_close_frame_behind_its_backlog(
+    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+) -> None:
+    """The upstream closes behind messages of 1 MiB a client reading more slowly (sending nothing) takes
+    several ``close_timeout`` to read: the close frame comes after the last of them. The relay gave up
+    sending it when the writes to the client stayed paused for ``close_timeout``, the client still reading:
+    every message, then EOF with no close frame (every run)."""
+    frames, data, code, end = await _on_path(
+        reads,
+        "slower",
+        name,
+        lambda each: _read(gateway, f"/{_slug(each)}/large", closes=False, sends=False, pause=SLOWER),
+    )
+    assert (frames, data, code, end) == (PUSHED // LARGE, PUSHED, 1000, "eof")
+
+
+@pytest.mark.parametrize("name", PATHS)
+async def test_a_slow_reader_sending_as_it_reads_gets_the_gateways_close_frame_and_eof(
+    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+) -> None:
     """The gateway closes (``max_lifetime``) while what it forwarded before takes the client, sending as it
     reads, several ``close_timeout`` to read: the close frame, then EOF (what the upstream sends after the
     gateway's close is not forwarded)."""
-    frames, _, code, end = await asyncio.to_thread(_read, gateway, f"/{_slug(name)}/lifetime", closes=False)
+    frames, _, code, end = await _on_path(
+        reads, "lifetime", name, lambda each: _read(gateway, f"/{_slug(each)}/lifetime", closes=False)
+    )
     assert (code, end) == (1001, "eof"), f"{frames} messages read"
 
 
 @pytest.mark.parametrize("name", PATHS)
-async def test_a_client_that_reads_nothing_after_its_close_is_still_aborted(gateway: int, name: str) -> None:
+async def test_a_client_that_reads_nothing_after_its_close_is_still_aborted(
+    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+) -> None:
     """A client that closes with its backlog queued and then reads nothing for several ``close_timeout``
     takes in nothing: it is dropped (a reset), not waited for; what it reads afterwards is no backlog."""
-    frames, _, code, end = await asyncio.to_thread(
-        _read, gateway, f"/{_slug(name)}/answer", closes=True, wait=6 * CLOSE_TIMEOUT
+    frames, _, code, end = await _on_path(
+        reads,
+        "nothing",
+        name,
+        lambda each: _read(gateway, f"/{_slug(each)}/answer", closes=True, wait=6 * CLOSE_TIMEOUT),
     )
     assert code is None and frames < FRAMES, (frames, code, end)
 
@@ -331,18 +421,20 @@ def _send_then_answer(port: int, path: str) -> str:
 
 @pytest.mark.parametrize("name", ["splice", "frame relay"])
 async def test_a_slow_upstream_gets_the_clients_backlog_and_its_answer(
-    gateway: int, upstreams: Upstreams, name: str
+    gateway: int, upstreams: Upstreams, reads: dict[str, EveryPath[Any]], name: str
 ) -> None:
     """The upstream closes while the client's messages queued to it take several ``close_timeout`` to read:
     it reads every one, then the client's answer; it was aborted ``close_timeout`` after its close frame
     passed, the rest and the answer lost. (The relay drops what the client sends after the upstream's
     close frame, by design.)"""
-    end = await asyncio.to_thread(_send_then_answer, gateway, f"/{_slug(name)}/slow")
-    for _ in range(100):  # the upstream's reads end with the answer or the connection (10 s at most)
-        if upstreams.read:
-            break
-        await asyncio.sleep(0.1)
-    assert (upstreams.read.pop(), end) == ((FRAMES, PUSHED, 1000), "eof")
+    end = await _on_path(
+        reads,
+        "slow upstream",
+        name,
+        lambda each: _send_then_answer(gateway, f"/{_slug(each)}/slow"),
+        ["splice", "frame relay"],
+    )
+    assert (await upstreams.read_by("slow", name), end) == ((FRAMES, PUSHED, 1000), "eof")
 
 
 def _send_and_close(port: int, path: str) -> tuple[int | None, str]:
@@ -369,16 +461,14 @@ def _send_and_close(port: int, path: str) -> tuple[int | None, str]:
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_upstream_gets_the_clients_backlog_and_its_close_frame(
-    gateway: int, upstreams: Upstreams, name: str
+    gateway: int, upstreams: Upstreams, reads: dict[str, EveryPath[Any]], name: str
 ) -> None:
     """The client closes behind messages that take the upstream several ``close_timeout`` to read: it reads
     every one and the client's close frame, and its answer reaches the client."""
-    code, end = await asyncio.to_thread(_send_and_close, gateway, f"/{_slug(name)}/patient")
-    for _ in range(100):  # the upstream's reads end with the close frame or the connection (10 s at most)
-        if upstreams.read:
-            break
-        await asyncio.sleep(0.1)
-    assert (upstreams.read.pop(), code, end) == ((FRAMES, PUSHED, 1000), 1000, "eof")
+    code, end = await _on_path(
+        reads, "patient upstream", name, lambda each: _send_and_close(gateway, f"/{_slug(each)}/patient")
+    )
+    assert (await upstreams.read_by("patient", name), code, end) == ((FRAMES, PUSHED, 1000), 1000, "eof")
 
 
 def _read_until_told(port: int, path: str, read: threading.Event) -> tuple[int, int | None, str]:
@@ -411,7 +501,7 @@ async def test_the_shutdown_still_bounds_a_slow_readers_close_wait(tmp_path: Pat
     ``close_timeout`` from the shutdown, progress or not, so the process ends in its bound (exit 0) and the
     client's backlog is cut short."""
     log = tmp_path / "gateway.log"
-    api = api_entry(upstreams.url("answer"), name="splice", path="/splice", **PATHS["splice"])
+    api = api_entry(upstreams.url("answer", "splice"), name="splice", path="/splice", **PATHS["splice"])
     config = write_config(tmp_path, {"apis": [api], "drain_grace_period": 0})
     read = threading.Event()
     async with GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log, log_level="info") as process:
