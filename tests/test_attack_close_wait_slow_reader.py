@@ -12,7 +12,7 @@ pushes a backlog larger than the kernel's buffers, and a raw client with a small
 reads slowly (or not at all).
 
 A slow reader's time is its pace, not CPU: the paths' cases of one test read at once, on their own
-connections (:class:`EveryPath`), each still asserting what its own path did.
+connections (:class:`~support.together.AtOnce`), each still asserting what its own path did.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -35,6 +35,7 @@ from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, ws_frame
 from support.rawws import close_frame_in, split_frames
+from support.together import AtOnce
 from support.unread import windowed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -182,31 +183,6 @@ def _masked_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return frames, buffer
 
 
-T = TypeVar("T")
-
-
-class EveryPath(Generic[T]):
-    """One test's read on each of its paths, all at once on their own connections the first time one of
-    its cases asks (a slow reader mostly sleeps: three at once take one's wall time); each case then
-    asserts its own path's result, or gets its own path's exception."""
-
-    def __init__(self, read: Callable[[str], T], names: Sequence[str]) -> None:
-        self.read, self.names = read, names
-        self._results: dict[str, T | BaseException] | None = None
-        self._reading = asyncio.Lock()
-
-    async def of(self, name: str) -> T:
-        async with self._reading:
-            if self._results is None:
-                each_read = (asyncio.to_thread(self.read, each) for each in self.names)
-                results = await asyncio.gather(*each_read, return_exceptions=True)
-                self._results = dict(zip(self.names, results, strict=True))
-        result = self._results[name]
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def upstreams() -> AsyncIterator[Upstreams]:
     servers = Upstreams()
@@ -248,21 +224,8 @@ def _slug(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def reads() -> dict[str, EveryPath[Any]]:
-    """Each test's :class:`EveryPath`, by the test's name (its first case starts it, the others take theirs)."""
-    return {}
-
-
-async def _on_path(
-    reads: dict[str, EveryPath[Any]],
-    test: str,
-    name: str,
-    read: Callable[[str], T],
-    names: Sequence[str] = tuple(PATHS),
-) -> T:
-    """``read(name)``'s result, read together with the other ``names`` of the test ``test``."""
-    every: EveryPath[T] = reads.setdefault(test, EveryPath(read, names))
-    return await every.of(name)
+def at_once() -> AtOnce:
+    return AtOnce()
 
 
 def _read(
@@ -304,18 +267,17 @@ def _read(
 
 @pytest.mark.parametrize("name", ["splice", "frame relay"])
 async def test_a_slow_reader_closing_gets_its_whole_backlog_and_the_close_frame(
-    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, at_once: AtOnce, name: str
 ) -> None:
     """A client closes with a backlog that takes several ``close_timeout`` to read: every message, the
     upstream's answer, then EOF. It was aborted ``close_timeout`` after its close: the rest and the answer
     lost. The frame relay dropped what it read of the upstream after the client's close on a direction with
     message policies (58 of 128 here), where it forwarded it on one without. (The relay drops it: its server
     answers the client's close at once, and nothing more can go to the client.)"""
-    frames, data, code, end = await _on_path(
-        reads,
+    frames, data, code, end = await at_once.result(
         "closing",
         name,
-        lambda each: _read(gateway, f"/{_slug(each)}/answer", closes=True),
+        lambda each: asyncio.to_thread(_read, gateway, f"/{_slug(each)}/answer", closes=True),
         ["splice", "frame relay"],
     )
     assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
@@ -323,7 +285,7 @@ async def test_a_slow_reader_closing_gets_its_whole_backlog_and_the_close_frame(
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_close_frame_and_eof(
-    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, at_once: AtOnce, name: str
 ) -> None:
     """The upstream closes behind a backlog the client, sending as it reads, takes several ``close_timeout``
     to read: every message, the close frame, then EOF. The splice and the frame relay aborted it
@@ -332,68 +294,73 @@ async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_close_frame_
     the upstream closed (1011 after 119 of 128 messages, once in a clean CI): the next test's case, which
     64 KiB messages meet only when the ~9 its connector still held at the upstream's close wait longer than
     ``close_timeout`` for room in the kernel's buffer (a slowed reader)."""
-    frames, data, code, end = await _on_path(
-        reads, "sending", name, lambda each: _read(gateway, f"/{_slug(each)}/first", closes=False)
+    frames, data, code, end = await at_once.result(
+        "sending", name, lambda each: asyncio.to_thread(_read, gateway, f"/{_slug(each)}/first", closes=False), PATHS
     )
     assert (frames, data, code, end) == (FRAMES, PUSHED, 1000, "eof")
 
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_reader_sending_as_it_reads_gets_the_upstreams_last_large_messages_and_close_frame(
-    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, at_once: AtOnce, name: str
 ) -> None:
     """The upstream closes behind messages of 1 MiB the client, sending as it reads, takes several
     ``close_timeout`` to read: every message, the close frame, then EOF. On the relay, the client's message
     sent once the upstream's close was in found the upstream closed while 4 MiB still waited in its
     connector: the relay took that for the client's close and cut the delivery ``close_timeout`` later:
     5 of 8 messages, then 1011 ``gateway error`` or no close frame at all (every run)."""
-    frames, data, code, end = await _on_path(
-        reads, "large", name, lambda each: _read(gateway, f"/{_slug(each)}/large", closes=False)
+    frames, data, code, end = await at_once.result(
+        "large", name, lambda each: asyncio.to_thread(_read, gateway, f"/{_slug(each)}/large", closes=False), PATHS
     )
     assert (frames, data, code, end) == (PUSHED // LARGE, PUSHED, 1000, "eof")
 
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slower_reader_gets_the_upstreams_close_frame_behind_its_backlog(
-    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, at_once: AtOnce, name: str
 ) -> None:
     """The upstream closes behind messages of 1 MiB a client reading more slowly (sending nothing) takes
     several ``close_timeout`` to read: the close frame comes after the last of them. The relay gave up
     sending it when the writes to the client stayed paused for ``close_timeout``, the client still reading:
     every message, then EOF with no close frame (every run)."""
-    frames, data, code, end = await _on_path(
-        reads,
+    frames, data, code, end = await at_once.result(
         "slower",
         name,
-        lambda each: _read(gateway, f"/{_slug(each)}/large", closes=False, sends=False, pause=SLOWER),
+        lambda each: asyncio.to_thread(
+            _read, gateway, f"/{_slug(each)}/large", closes=False, sends=False, pause=SLOWER
+        ),
+        PATHS,
     )
     assert (frames, data, code, end) == (PUSHED // LARGE, PUSHED, 1000, "eof")
 
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_reader_sending_as_it_reads_gets_the_gateways_close_frame_and_eof(
-    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, at_once: AtOnce, name: str
 ) -> None:
     """The gateway closes (``max_lifetime``) while what it forwarded before takes the client, sending as it
     reads, several ``close_timeout`` to read: the close frame, then EOF (what the upstream sends after the
     gateway's close is not forwarded)."""
-    frames, _, code, end = await _on_path(
-        reads, "lifetime", name, lambda each: _read(gateway, f"/{_slug(each)}/lifetime", closes=False)
+    frames, _, code, end = await at_once.result(
+        "lifetime",
+        name,
+        lambda each: asyncio.to_thread(_read, gateway, f"/{_slug(each)}/lifetime", closes=False),
+        PATHS,
     )
     assert (code, end) == (1001, "eof"), f"{frames} messages read"
 
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_client_that_reads_nothing_after_its_close_is_still_aborted(
-    gateway: int, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, at_once: AtOnce, name: str
 ) -> None:
     """A client that closes with its backlog queued and then reads nothing for several ``close_timeout``
     takes in nothing: it is dropped (a reset), not waited for; what it reads afterwards is no backlog."""
-    frames, _, code, end = await _on_path(
-        reads,
+    frames, _, code, end = await at_once.result(
         "nothing",
         name,
-        lambda each: _read(gateway, f"/{_slug(each)}/answer", closes=True, wait=6 * CLOSE_TIMEOUT),
+        lambda each: asyncio.to_thread(_read, gateway, f"/{_slug(each)}/answer", closes=True, wait=6 * CLOSE_TIMEOUT),
+        PATHS,
     )
     assert code is None and frames < FRAMES, (frames, code, end)
 
@@ -421,17 +388,16 @@ def _send_then_answer(port: int, path: str) -> str:
 
 @pytest.mark.parametrize("name", ["splice", "frame relay"])
 async def test_a_slow_upstream_gets_the_clients_backlog_and_its_answer(
-    gateway: int, upstreams: Upstreams, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, upstreams: Upstreams, at_once: AtOnce, name: str
 ) -> None:
     """The upstream closes while the client's messages queued to it take several ``close_timeout`` to read:
     it reads every one, then the client's answer; it was aborted ``close_timeout`` after its close frame
     passed, the rest and the answer lost. (The relay drops what the client sends after the upstream's
     close frame, by design.)"""
-    end = await _on_path(
-        reads,
+    end = await at_once.result(
         "slow upstream",
         name,
-        lambda each: _send_then_answer(gateway, f"/{_slug(each)}/slow"),
+        lambda each: asyncio.to_thread(_send_then_answer, gateway, f"/{_slug(each)}/slow"),
         ["splice", "frame relay"],
     )
     assert (await upstreams.read_by("slow", name), end) == ((FRAMES, PUSHED, 1000), "eof")
@@ -461,12 +427,15 @@ def _send_and_close(port: int, path: str) -> tuple[int | None, str]:
 
 @pytest.mark.parametrize("name", PATHS)
 async def test_a_slow_upstream_gets_the_clients_backlog_and_its_close_frame(
-    gateway: int, upstreams: Upstreams, reads: dict[str, EveryPath[Any]], name: str
+    gateway: int, upstreams: Upstreams, at_once: AtOnce, name: str
 ) -> None:
     """The client closes behind messages that take the upstream several ``close_timeout`` to read: it reads
     every one and the client's close frame, and its answer reaches the client."""
-    code, end = await _on_path(
-        reads, "patient upstream", name, lambda each: _send_and_close(gateway, f"/{_slug(each)}/patient")
+    code, end = await at_once.result(
+        "patient upstream",
+        name,
+        lambda each: asyncio.to_thread(_send_and_close, gateway, f"/{_slug(each)}/patient"),
+        PATHS,
     )
     assert (await upstreams.read_by("patient", name), code, end) == ((FRAMES, PUSHED, 1000), 1000, "eof")
 

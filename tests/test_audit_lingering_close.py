@@ -32,6 +32,7 @@ from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, handshake, ws_frame
 from support.rawws import next_frame
+from support.together import AtOnce
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -236,6 +237,12 @@ def _close_code(received: Received) -> int | None:
 Gateway = tuple[GatewayProcess, dict[str, Upstream]]
 
 
+@pytest.fixture(scope="module")
+def at_once() -> AtOnce:
+    """The cases of a test that share nothing but the gateway, run together (:mod:`support.together`)."""
+    return AtOnce()
+
+
 async def _run(gateway: Gateway, path: str, **options: Any) -> Received:
     return await asyncio.to_thread(_client, gateway[0].port, path, **options)
 
@@ -290,18 +297,23 @@ async def test_a_client_that_read_nothing_gets_all_that_was_queued_and_the_close
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_client_answering_the_gateways_close_then_sending_gets_eof(gateway: Gateway, mode: str) -> None:
+async def test_a_client_answering_the_gateways_close_then_sending_gets_eof(
+    gateway: Gateway, at_once: AtOnce, mode: str
+) -> None:
     """The gateway closes (max_lifetime: 1001); the client, which was not reading, answers and sends
     200 KB more: it reads the gateway's 1001, then EOF."""
 
-    async def attempt() -> None:
-        received = await _run(
-            gateway, f"/{mode.replace(' ', '-')}/life", pause=2 * LIFETIME, sent=_tail(TAIL, burst=True)
-        )
-        assert _close_code(received) == 1001
-        assert received.end == "eof"
+    async def attempts(each: str) -> None:
+        async def attempt() -> None:
+            received = await _run(
+                gateway, f"/{each.replace(' ', '-')}/life", pause=2 * LIFETIME, sent=_tail(TAIL, burst=True)
+            )
+            assert _close_code(received) == 1001
+            assert received.end == "eof"
 
-    await _several(attempt)
+        await _several(attempt)
+
+    await at_once.result("answering", mode, attempts, MODES)
 
 
 def _refusal(received: Received) -> int:
@@ -372,9 +384,14 @@ def _held_open(port: int, path: str) -> tuple[Received, str]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_client_that_never_closes_is_closed_at_the_bound(gateway: Gateway, mode: str) -> None:
+async def test_a_client_that_never_closes_is_closed_at_the_bound(gateway: Gateway, at_once: AtOnce, mode: str) -> None:
     """The linger is bounded: a client that keeps its end open and trickles bytes is closed all the same."""
-    received, sends = await asyncio.to_thread(_held_open, gateway[0].port, f"/{mode.replace(' ', '-')}/echo")
+    received, sends = await at_once.result(
+        "held open",
+        mode,
+        lambda each: asyncio.to_thread(_held_open, gateway[0].port, f"/{each.replace(' ', '-')}/echo"),
+        MODES,
+    )
     assert _close_code(received) == 1000
     assert sends in ("BrokenPipeError", "ConnectionResetError")
 
