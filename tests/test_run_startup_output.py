@@ -21,6 +21,7 @@ import pytest
 from asgi_ws_gateway.server.startup_output import SHOWN_HEAD, SHOWN_TAIL
 from support.configs import build_config, write_config
 from support.pipes import FILLER, StalledPipe
+from support.plugins import sooner_retry
 from support.processes import GatewayProcess
 from support.upstream import UpstreamServer
 
@@ -57,10 +58,16 @@ async def _until(check: Callable[[], bool], log: Path) -> None:
 
 
 def _gateway(
-    tmp_path: Path, upstream_server: UpstreamServer, stdout_log: Path | None = None, log: Path | None = None
+    tmp_path: Path,
+    upstream_server: UpstreamServer,
+    stdout_log: Path | None = None,
+    log: Path | None = None,
+    retry: float | None = None,
 ) -> GatewayProcess:
+    """``run --workers 2`` with the chatty plugin; ``retry``: :func:`~support.plugins.sooner_retry`'s wait."""
     (tmp_path / "chatty_plugin.py").write_text(PLUGIN)
-    config = write_config(tmp_path, build_config(upstream_server, path="/echo", plugins=["chatty_plugin"]))
+    plugins = ["chatty_plugin"] + ([] if retry is None else [sooner_retry(tmp_path, retry)])
+    config = write_config(tmp_path, build_config(upstream_server, path="/echo", plugins=plugins))
     log = tmp_path / "run.log" if log is None else log
     return GatewayProcess([str(config)], cwd=tmp_path, workers=2, log=log, stdout_log=stdout_log, log_level="info")
 
@@ -72,12 +79,12 @@ async def test_a_replacements_standard_output_is_held_with_its_standard_error(
     with the same failure at the try after (it came out at each try, ahead of the lines held)."""
     out = tmp_path / "run.out"
     log = tmp_path / "run.log"
-    gateway = _gateway(tmp_path, upstream_server, stdout_log=out)
+    gateway = _gateway(tmp_path, upstream_server, stdout_log=out, retry=2.0)  # the file the same at each try
     async with gateway:
         await _until(lambda: log.read_text().count("Application startup complete.") == 2, log)
         (tmp_path / "broken").touch()
         os.kill(min(_serving_workers(gateway)), signal.SIGKILL)
-        await _until(lambda: STILL_FAILING in log.read_text(), log)  # the try again, 10 s later
+        await _until(lambda: STILL_FAILING in log.read_text(), log)  # the try again, 2 s later
         assert await gateway.astop() == 0, log.read_text()
     # run itself (it checks the file first), its two workers, the first failure; not the try again
     assert out.read_text().count("the plugin is loading") == 4, out.read_text()

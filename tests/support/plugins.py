@@ -71,6 +71,23 @@ def write_plugin(directory: Path, source: str = GATE_PLUGIN, *, name: str | None
     return name
 
 
+SOONER_RETRY = """
+from asgi_ws_gateway.server import supervisor
+
+supervisor.REPLACEMENT_RETRY = {seconds!r}
+"""
+
+
+def sooner_retry(directory: Path, seconds: float) -> str:
+    """A plugin (its module written in ``directory``; its name returned) that sets the first wait before a
+    failed replacement's place is tried again (``supervisor.REPLACEMENT_RETRY``, 10 s) to ``seconds``, in
+    the process ``run`` supervises its workers from (it imports the configuration's plugins): a test waits
+    that much less for the try again, whose lines and doubling it checks, not the wait's length."""
+    name = "sooner_retry"
+    (directory / f"{name}.py").write_text(SOONER_RETRY.format(seconds=seconds))
+    return name
+
+
 def imports_of(directory: Path, name: str) -> int:
     """How many times the plugin ``name`` written by :func:`write_plugin` was imported."""
     marker = directory / f"{name}.imports"
