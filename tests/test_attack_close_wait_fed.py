@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import struct
 import threading
 import time
@@ -29,6 +30,7 @@ from asgi_ws_gateway.relay.close_wait import CLOSE_WAIT_BYTES, CLOSE_WAIT_LOOKS
 from support.configs import api_entry, write_config
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream, flood_bound, ws_frame
+from support.together import AtOnce
 from support.unread import windowed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -56,28 +58,32 @@ COMMON = {"close_timeout": CLOSE_TIMEOUT, "ping_interval": 60, "ping_timeout": 6
 
 
 class Upstreams:
-    """``stream``: after its 101, streams messages for good and never answers a close frame (reads and
-    drops what comes); ``sink``: sends its close frame after its 101, then reads all that comes (never
+    """``stream`` (a server per path, its connections' ends in ``self.gone`` under the path): after its 101,
+    streams messages for good and never answers a close frame (reads and drops what comes); ``sink``: sends its close frame after its 101, then reads all that comes (never
     answers), counting the bytes in ``self.sunk``."""
 
     def __init__(self) -> None:
         self.writers: list[asyncio.StreamWriter] = []
         self.servers: dict[str, asyncio.Server] = {}
         self.sunk: list[int] = []
-        self.gone: list[threading.Event] = []
-        """One per ``stream`` connection, in the order they came: set when it ends."""
+        self.gone: dict[str, list[threading.Event]] = {name: [] for name in PATHS}
+        """One per ``stream`` connection of each path (a server each), in the order they came: set when it ends."""
 
     async def start(self) -> None:
-        for mode, serve in (("stream", self.stream), ("sink", self.sink)):
-            self.servers[mode] = await asyncio.start_server(serve, "127.0.0.1", 0)
+        for name in PATHS:
+            serve = functools.partial(self.stream, name)
+            self.servers[f"stream {name}"] = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.servers["sink"] = await asyncio.start_server(self.sink, "127.0.0.1", 0)
 
-    def url(self, mode: str) -> str:
-        return f"ws://127.0.0.1:{self.servers[mode].sockets[0].getsockname()[1]}/"
+    def url(self, mode: str, name: str) -> str:
+        """The ``mode`` upstream of the path ``name``."""
+        server = self.servers[f"stream {name}" if mode == "stream" else mode]
+        return f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
 
-    async def stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def stream(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
         gone = threading.Event()
-        self.gone.append(gone)
+        self.gone[name].append(gone)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             await accept_upstream(reader, writer)
             drop = asyncio.create_task(_drop(reader))
@@ -131,12 +137,20 @@ def _slug(name: str) -> str:
     return name.replace(" ", "-")
 
 
+@pytest.fixture(scope="module")
+def at_once() -> AtOnce:
+    """The paths' cases of a test, on their own connections and upstreams, run together (:mod:`support.together`)."""
+    return AtOnce()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams) -> AsyncIterator[int]:
     directory = tmp_path_factory.mktemp("close-wait-fed")
     log = directory / "gateway.log"
     apis = [
-        api_entry(upstreams.url(mode), name=f"{_slug(name)}-{mode}", path=f"/{_slug(name)}/{mode}", **fields, **COMMON)
+        api_entry(
+            upstreams.url(mode, name), name=f"{_slug(name)}-{mode}", path=f"/{_slug(name)}/{mode}", **fields, **COMMON
+        )
         for name, fields in PATHS.items()
         for mode in ("stream", "sink")
     ]
@@ -185,18 +199,31 @@ def _close_then_trickle(port: int, path: str, gone: list[threading.Event]) -> in
 
 
 @pytest.mark.parametrize("name", PATHS)
-async def test_an_upstream_streaming_on_past_the_clients_close_is_cut_off(gateway: int, name: str) -> None:
+async def test_an_upstream_streaming_on_past_the_clients_close_is_cut_off(
+    gateway: int, at_once: AtOnce, name: str
+) -> None:
     """The client closes and reads on steadily; the upstream never answers and streams on: the
     close wait ends within ``CLOSE_WAIT_BYTES`` taken in (and what the buffers hold), not fed for good."""
-    total = await asyncio.to_thread(_close_then_read, gateway, f"/{_slug(name)}/stream", FAR)
+    total = await at_once.result(
+        "streaming",
+        name,
+        lambda each: asyncio.to_thread(_close_then_read, gateway, f"/{_slug(each)}/stream", FAR),
+        PATHS,
+    )
     assert total < FAR, f"{total} bytes read after the close"
 
 
 @pytest.mark.parametrize("name", PATHS)
-async def test_a_client_trickling_past_its_close_is_cut_off(gateway: int, upstreams: Upstreams, name: str) -> None:
+async def test_a_client_trickling_past_its_close_is_cut_off(
+    gateway: int, upstreams: Upstreams, at_once: AtOnce, name: str
+) -> None:
     """The client closes and reads 16 KiB twice per ``close_timeout``; the upstream streams on: the close wait
     ends within ``CLOSE_WAIT_LOOKS`` looks, not one per read for good."""
-    reads = await asyncio.to_thread(_close_then_trickle, gateway, f"/{_slug(name)}/stream", upstreams.gone)
+
+    def trickle(each: str) -> int:
+        return _close_then_trickle(gateway, f"/{_slug(each)}/stream", upstreams.gone[each])
+
+    reads = await at_once.result("trickling", name, lambda each: asyncio.to_thread(trickle, each), PATHS)
     assert reads < TRICKLES
 
 
