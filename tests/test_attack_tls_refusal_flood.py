@@ -106,6 +106,16 @@ def _tls_gateway(tmp_path: Path, ca: test_tls.TestCA) -> Iterator[ServerProcess]
     assert "ERROR" not in output
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, test_tls.TestCA]]:
+    """One TLS gateway and its CA for the module: each case is a connection of its own, refused and flooded
+    until reset (a process and a CA per case were a third of the file's time)."""
+    directory = tmp_path_factory.mktemp("tls-refusal-flood")
+    ca = make_ca(directory)
+    with _tls_gateway(directory, ca) as server:
+        yield server, ca
+
+
 def _flood(client: ssl.SSLSocket) -> int:
     """Send zeros (TLS records) until the connection is reset or :data:`CAP`; the bytes sent."""
     sent = 0
@@ -116,11 +126,13 @@ def _flood(client: ssl.SSLSocket) -> int:
 
 
 @pytest.mark.parametrize("refusal", list(REFUSALS))
-def test_a_tls_client_flooding_after_its_refusal_is_reset_after_a_bounded_read(tmp_path: Path, refusal: str) -> None:
+def test_a_tls_client_flooding_after_its_refusal_is_reset_after_a_bounded_read(
+    gateway: tuple[ServerProcess, test_tls.TestCA], refusal: str
+) -> None:
     """Its answer first, then a reset after a few MiB: TLS's close read on unseen (GBs), plain text 1 MiB."""
-    ca = make_ca(tmp_path)
+    server, ca = gateway
     start, answer = REFUSALS[refusal]
-    with _tls_gateway(tmp_path, ca) as server, socket.socket() as raw:
+    with socket.socket() as raw:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         raw.settimeout(20)  # a gateway reading nothing fails the test instead of hanging it
         raw.connect(("127.0.0.1", server.port))
@@ -145,12 +157,12 @@ SILENT_BOUND = 8 * 1024 * 1024
 
 @pytest.mark.parametrize("refusal", ["bad request head", "asked to close"])
 def test_a_tls_client_silent_after_its_answer_then_flooding_is_reset_after_a_bounded_read(
-    tmp_path: Path, refusal: str
+    gateway: tuple[ServerProcess, test_tls.TestCA], refusal: str
 ) -> None:
     """Silent past the looks' first, close ones, then a flood: reset after a bounded read all the same."""
-    ca = make_ca(tmp_path)
+    server, ca = gateway
     start, answer = REFUSALS[refusal]
-    with _tls_gateway(tmp_path, ca) as server, socket.socket() as raw:
+    with socket.socket() as raw:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         raw.settimeout(20)
         raw.connect(("127.0.0.1", server.port))
