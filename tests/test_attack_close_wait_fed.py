@@ -59,8 +59,9 @@ COMMON = {"close_timeout": CLOSE_TIMEOUT, "ping_interval": 60, "ping_timeout": 6
 
 class Upstreams:
     """``stream`` (a server per path, its connections' ends in ``self.gone`` under the path): after its 101,
-    streams messages for good and never answers a close frame (reads and drops what comes); ``sink``: sends its close frame after its 101, then reads all that comes (never
-    answers), counting the bytes in ``self.sunk``."""
+    streams messages for good and never answers a close frame (reads and drops what comes); ``sink``: sends
+    its close frame after its 101, then reads all that comes (never answers), counting the bytes in
+    ``self.sunk``."""
 
     def __init__(self) -> None:
         self.writers: list[asyncio.StreamWriter] = []
