@@ -87,7 +87,7 @@ def _config(upstream: int) -> dict[str, Any]:
             api("revoked"),
             api("kicked"),
             api("unread", "flood/65536", **KEEPALIVE),
-            api("deafup", "stall", **KEEPALIVE),
+            api("deafup", "stall/4096", **KEEPALIVE),
         ],
     }
 

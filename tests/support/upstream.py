@@ -10,7 +10,7 @@
 | ``/slow?delay=S`` | hold the handshake response for S seconds (default 5), then echo |
 | ``/redirect`` | answer ``302`` with ``Location: /echo`` |
 | ``/push/{n}`` | on the first message, send ``push 0`` .. ``push n-1`` at once; echo what follows |
-| ``/stall`` | read nothing at all (TCP pushes back on the sender); ``kill_connections()`` then RSTs |
+| ``/stall[/BYTES]`` | read nothing (TCP pushes back; BYTES: that small a receive buffer); ``kill_connections()`` RSTs |
 | ``/flood/{size}`` | send ``size`` random bytes as binary messages until the connection closes, reading as usual |
 | ``/zeros/{size}`` | on the first message, send ``size`` zero bytes as one binary message (~size/1000 deflated); echo |
 | ``/cookie`` (and ``/cookie/...``) | accept with ``Set-Cookie: wide=1; Path=/`` (a cookie for the whole origin); echo |
@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -359,6 +360,8 @@ async def _push(ws: ServerConnection, args: list[str]) -> None:
 
 
 async def _stall(ws: ServerConnection, args: list[str]) -> None:
+    if args:  # /stall/BYTES: a small receive buffer, so the sender is pushed back within a few of its writes
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(args[0]))
     ws.transport.pause_reading()
     await ws.wait_closed()
 
