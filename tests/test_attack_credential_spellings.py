@@ -8,6 +8,12 @@ reason, and what finding their pieces costs.
 - Finding the pieces grew each place a 4-byte block occurs in a secret both ways: a key of one byte
   repeated (a client's own ``Authorization``, which goes upstream) and a page echoing it cut took
   0.7 s at 4 KB and ~3 s at 8 KB, the event loop held. Now linear: counted in Python lines run.
+- The credentials were indexed again for the refusal's body and for each of its header values, and each
+  looked for in each: a client's 32 KiB of header values (12-23 spellings each byte) and a refusal of
+  124 header lines cost 2-4 s of the event loop, 4 x 8 KiB of varied bytes ~30 s; 740 ``?key=``
+  parameters (2,229 credentials) and a 64 KiB page ~95 ms. Now indexed once per refusal
+  (``upstream.secret_index``), a credential looked for whole only where its first 8 bytes are: counted
+  in Python lines run, and the same bytes out as the definition's (hypothesis).
 """
 
 from __future__ import annotations
@@ -28,10 +34,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asgi_ws_gateway.errors import UpstreamRejected
-from asgi_ws_gateway.upstream import refusal_secrets
+from asgi_ws_gateway.upstream import refusal_secrets, secret_index
 from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.close_secrets import SentCredentials
-from asgi_ws_gateway.upstream.refusal_secrets import sent_credentials, without_credentials, without_pieces
+from asgi_ws_gateway.upstream.refusal_secrets import (
+    scrubbed_bytes,
+    sent_credentials,
+    without_credentials,
+    without_pieces,
+)
 from support.clients import connect
 from support.processes import ready_server
 
@@ -122,13 +133,14 @@ async def test_an_echoing_refusal_through_the_gateway_carries_no_spelling_of_the
 
 
 def _lines_run(call: Callable[[], object]) -> int:
-    """The Python lines of :mod:`refusal_secrets` that ``call`` runs: a count, not a time."""
+    """The Python lines of :mod:`refusal_secrets` and :mod:`secret_index` that ``call`` runs: a count,
+    not a time."""
     count = 0
-    module = refusal_secrets.__file__
+    modules = {refusal_secrets.__file__, secret_index.__file__}
 
     def trace(frame: FrameType, event: str, arg: object) -> Any:
         nonlocal count
-        if frame.f_code.co_filename != module:
+        if frame.f_code.co_filename not in modules:
             return None
         count += event == "line"
         return trace
@@ -179,3 +191,95 @@ def test_each_byte_in_a_window_of_8_a_secret_holds_goes_and_no_other(secrets: li
         elif at == 0 or not covered[at - 1]:
             expected += b"REDACTED"
     assert without_pieces(data, secrets) == bytes(expected)
+
+
+@pytest.mark.parametrize(
+    ("secrets", "data", "scrubbed"),
+    [
+        ([b"xxxxxxxxxx", b"TEDyyyyy"], b"ab xxxxxxxxxxyyyyy cd", b"ab REDACREDACTED cd"),  # after the word
+        ([b"zzzzzzzzzz", b"qqqREDAC"], b"qqqzzzzzzzzzz!", b"REDACTEDTED!"),  # before it
+        ([b"wwwwwwwwww", b"aREDACTEDb"], b"awwwwwwwwwwb..", b"REDACTED.."),  # around it
+    ],
+)
+def test_a_credential_that_a_redacted_word_completes_goes_as_replacing_in_turn_took_it(
+    secrets: list[bytes], data: bytes, scrubbed: bytes
+) -> None:
+    """A credential found whole only once an earlier (longer) one was written ``REDACTED`` goes too, as
+    ``data.replace`` of each in turn took it: the index looks again around each word it writes."""
+    assert scrubbed_bytes(data, secrets) == scrubbed
+
+
+def _refusal(header_lines: int, body: bytes) -> UpstreamRejected:
+    return UpstreamRejected(401, [(b"x-h%d" % n, b"value of header number %d" % n) for n in range(header_lines)], body)
+
+
+_PAGE = bytes(b"abcdefghijklmnop"[(n * 7 + n // 16) % 16] for n in range(4096))
+
+
+def test_a_refusal_s_header_lines_cost_their_own_bytes_not_the_credentials_again() -> None:
+    """A client's 2 KB key (~13 KB spelled), a refusal of 10 or 100 header lines: each line costs
+    its own ~25 bytes to read (~34 lines run), not the credentials indexed again (~26,000 lines each:
+    2.3 million for the 90 more lines before)."""
+    key = "".join(
+        'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="&'[n * 37 % 67] for n in range(2000)
+    )
+    request = UpstreamRequest(url="ws://b/x", headers=[("X-Api-Key", key)], subprotocols=[], scope={})
+    credentials = sent_credentials([request])
+    few, many = (_lines_run(functools.partial(without_credentials, _refusal(n, _PAGE), credentials)) for n in (10, 100))
+    assert many - few < 90 * 100, (few, many)
+
+
+def test_many_credentials_cost_their_bytes_once_per_refusal() -> None:
+    """2,000 credential parameters (``?key=`` each) and a refusal of 20 header lines and a 4 KiB page:
+    each credential is indexed once and looked for whole only where its first 8 bytes are (~18 lines
+    run each; ~274 before: indexed again and looked for in each of the 21 texts)."""
+    url = "ws://b/x?" + "&".join(f"key=v{n:07d}x" for n in range(2000))
+    credentials = sent_credentials([UpstreamRequest(url=url, headers=[], subprotocols=[], scope={})])
+    assert len(credentials) == 2000
+    lines = _lines_run(lambda: without_credentials(_refusal(20, _PAGE), credentials))
+    assert lines < 40 * len(credentials), lines
+
+
+def _replaced_in_turn(data: bytes, secrets: list[bytes]) -> bytes:
+    """The definition of :func:`scrubbed_bytes`: each secret replaced whole, in turn, then the pieces."""
+    for secret in secrets:
+        data = data.replace(secret, b"REDACTED")
+    if len(data) < 8:
+        return data
+    listed = set(secrets)
+    pieces = [secret for secret in secrets if secret.partition(b" ")[2].strip() not in listed]
+    windows = {secret[at : at + 8] for secret in pieces for at in range(len(secret) - 7)}
+    covered = [False] * len(data)
+    for start in range(len(data) - 7):
+        if data[start : start + 8] in windows:
+            covered[start : start + 8] = [True] * 8
+    out = bytearray()
+    for at, byte in enumerate(data):
+        if not covered[at]:
+            out.append(byte)
+        elif at == 0 or not covered[at - 1]:
+            out += b"REDACTED"
+    return bytes(out)
+
+
+_LETTERS = st.binary(min_size=0, max_size=40).map(lambda raw: bytes(b"REDACTab "[byte % 9] for byte in raw))
+_SECRETS = st.lists(_LETTERS.filter(lambda secret: len(secret) >= 8), min_size=1, max_size=5).map(
+    lambda secrets: sorted(set(secrets), key=len, reverse=True)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_SECRETS, st.lists(st.one_of(_LETTERS, st.sampled_from([b"Bearer ", b"REDACTED"])), max_size=8), st.booleans())
+def test_scrubbing_is_the_definition_byte_for_byte(secrets: list[bytes], parts: list[bytes], blocks: bool) -> None:
+    """What :func:`scrubbed_bytes` writes, through the index (each window looked up, or read at every
+    fifth byte once its blocks are built): each secret replaced whole in turn, longest first (one
+    that a ``REDACTED`` written before completes too), then the pieces; a scheme's credential counted
+    by the credential alone when it is listed."""
+    data = b"".join(parts + [secrets[0]] * (len(parts) % 2))  # often one whole, sometimes cut by others
+    secrets = sorted(
+        {*secrets, *(b"Bearer " + secret for secret in secrets[:1] if len(parts) % 3 == 0)}, key=len, reverse=True
+    )
+    index = secret_index.SecretIndex(secrets)
+    if blocks:
+        index.without_pieces(bytes(10_000))  # more read than the windows number: the blocks are built
+    assert index.scrubbed(data) == _replaced_in_turn(data, secrets) == scrubbed_bytes(data, secrets)

@@ -21,7 +21,8 @@ credential holds an empty list.
 from __future__ import annotations
 
 from .base import UpstreamRequest
-from .refusal_secrets import MIN_SCRUBBED, scrubbed_bytes, sent_credentials
+from .refusal_secrets import sent_credentials
+from .secret_index import MIN_SCRUBBED, SecretIndex
 
 
 class SentCredentials:
@@ -31,7 +32,7 @@ class SentCredentials:
 
     def __init__(self, request: UpstreamRequest) -> None:
         self._request: UpstreamRequest | None = request
-        self._found: list[bytes] = []
+        self._found = SecretIndex(())
 
     def scrubbed(self, reason: str) -> str:
         """``reason`` with each credential sent ``REDACTED`` (itself when none is there), and each run of
@@ -43,8 +44,8 @@ class SentCredentials:
             return reason
         if self._request is not None:  # the first reason long enough: worked out now, once
             request, self._request = self._request, None
-            self._found = sent_credentials([request])
-        scrubbed = scrubbed_bytes(data, self._found)
+            self._found = SecretIndex(sent_credentials([request]))
+        scrubbed = self._found.scrubbed(data)
         # (A credential's bytes may end inside a character: what is left of it goes.)
         return reason if scrubbed == data else scrubbed.decode(errors="ignore")
 

@@ -26,17 +26,13 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from ..errors import UpstreamRejected
-from ..redact import REDACTED, is_credential_header, is_credential_parameter
+from ..redact import is_credential_header, is_credential_parameter
 from .base import UpstreamRequest
-
-MIN_SCRUBBED = 8
-"""Bytes a credential must have to be looked for: a shorter value ("1", "on") is a word a page holds
-anyway, and taking it out would garble the page, not hide a secret."""
+from .secret_index import MIN_SCRUBBED, SecretIndex
 
 _HEX = re.compile(rb"[0-9A-Fa-f:-]+")
 """A key written in hex (``-`` and ``:`` between its groups): one a backend may print in either case."""
 _SCHEMES = frozenset({b"bearer", b"basic", b"token", b"digest", b"apikey"})
-_REDACTED = REDACTED.encode()
 
 
 def sent_credentials(requests: Iterable[UpstreamRequest]) -> list[bytes]:
@@ -90,11 +86,12 @@ def _basic(credential: bytes) -> tuple[bytes, ...]:
     return decoded, decoded.partition(b":")[2]
 
 
-def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes]) -> UpstreamRejected:
+def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes] | SecretIndex) -> UpstreamRejected:
     """``refusal`` with each of ``credentials`` in its body and header values ``REDACTED`` (itself
-    when none is there)."""
-    body = scrubbed_bytes(refusal.body or b"", credentials)
-    headers = [(name, scrubbed_bytes(value, credentials)) for name, value in refusal.headers]
+    when none is there). The credentials are indexed once for the body and every header value."""
+    index = credentials if isinstance(credentials, SecretIndex) else SecretIndex(credentials)
+    body = index.scrubbed(refusal.body or b"")
+    headers = [(name, index.scrubbed(value)) for name, value in refusal.headers]
     if body == (refusal.body or b"") and headers == refusal.headers:
         return refusal
     scrubbed = UpstreamRejected(refusal.status, headers, body)
@@ -102,70 +99,31 @@ def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes])
     return scrubbed
 
 
-def scrubbed_bytes(data: bytes, credentials: Sequence[bytes]) -> bytes:
+def scrubbed_bytes(data: bytes, credentials: Sequence[bytes] | SecretIndex) -> bytes:
     """``data`` with each of ``credentials`` ``REDACTED``, then each run of :data:`MIN_SCRUBBED` bytes or
-    more that is part of one (:func:`without_pieces`). Never longer than it was."""
-    for secret in credentials:  # longest first: a value that holds another is taken whole
-        if secret in data:
-            data = data.replace(secret, _REDACTED)
-    if not credentials or len(data) < MIN_SCRUBBED:
-        return data
-    return without_pieces(data, credentials)
+    more that is part of one (:func:`without_pieces`). Never longer than it was.
+
+    Each credential is taken whole, longest first (a value that holds another is taken whole), as
+    ``data.replace`` of each in turn would; :class:`.secret_index.SecretIndex` finds them in one scan of
+    ``data`` (pass one to scrub several texts: it is built once)."""
+    index = credentials if isinstance(credentials, SecretIndex) else SecretIndex(credentials)
+    return index.scrubbed(data)
 
 
-def without_pieces(data: bytes, credentials: Sequence[bytes]) -> bytes:
+def without_pieces(data: bytes, credentials: Sequence[bytes] | SecretIndex) -> bytes:
     """``data`` with each run of :data:`MIN_SCRUBBED` bytes or more of one of ``credentials`` ``REDACTED``
     (one word per run): a credential cut at either end, or its middle alone, as an upstream that quotes
     it within a bound (a close reason's 123 bytes, an error page's excerpt) leaves it.
 
     A credential after a scheme (``Bearer abc…``) counts by the credential alone when that is one of
     ``credentials`` too: ``Bearer a`` would otherwise take the start of a page's "Bearer authentication"."""
-    listed = set(credentials)
-    secrets = [secret for secret in credentials if secret.partition(b" ")[2].strip() not in listed]
-    spans = _shared_runs(data, secrets)
-    if not spans:
-        return data
-    out = bytearray()
-    written = 0
-    for start, end in sorted(spans):
-        if end <= written:
-            continue
-        if start > written or not out:
-            out += data[written:start] + _REDACTED
-        written = end  # (an overlapping run lengthens the one before: one word)
-    return bytes(out + data[written:])
-
-
-def _shared_runs(data: bytes, secrets: Sequence[bytes]) -> list[tuple[int, int]]:
-    """The windows of :data:`MIN_SCRUBBED` bytes of ``data`` that one of ``secrets`` holds, as ``(start,
-    end)``: a longer run shared with a secret is a chain of such windows, overlapping (one word when
-    written).
-
-    A window spans 5 starts, one a multiple of 5, and the 4 bytes from there are a block of its secret:
-    ``data`` is read at every fifth byte (an error page of 64 KiB in ~1 ms), and only the 5 windows
-    around a block found are looked up. Linear in ``data`` and ``secrets`` whatever they hold: growing
-    each place a block occurs in a secret both ways cost a 4 KB secret of one repeated byte and a page
-    echoing it cut 0.7 s, ~3 s at 8 KB, the event loop held meanwhile."""
-    windows = {secret[at : at + MIN_SCRUBBED] for secret in secrets for at in range(len(secret) - MIN_SCRUBBED + 1)}
-    blocks = {secret[at : at + _BLOCK] for secret in secrets for at in range(len(secret) - _BLOCK + 1)}
-    runs: list[tuple[int, int]] = []
-    last = len(data) - MIN_SCRUBBED
-    for at in range(0, len(data) - _BLOCK + 1, _STRIDE):
-        if data[at : at + _BLOCK] in blocks:
-            for start in range(max(0, at - _STRIDE + 1), min(at, last) + 1):
-                if data[start : start + MIN_SCRUBBED] in windows:
-                    runs.append((start, start + MIN_SCRUBBED))
-    return runs
-
-
-_BLOCK = 4
-_STRIDE = MIN_SCRUBBED - _BLOCK + 1
-"""A run of :data:`MIN_SCRUBBED` bytes holds a whole :data:`_BLOCK` starting at one of any
-:data:`_STRIDE` positions in a row."""
+    index = credentials if isinstance(credentials, SecretIndex) else SecretIndex(credentials)
+    return index.without_pieces(data)
 
 
 __all__ = [
     "MIN_SCRUBBED",
+    "SecretIndex",
     "scrubbed_bytes",
     "sent_credentials",
     "without_credentials",
