@@ -49,9 +49,8 @@ class SecretIndex:
         # too: ``Bearer a`` would otherwise take the start of a page's "Bearer authentication".
         pieces = [secret for secret in self.secrets if secret.partition(b" ")[2].strip() not in listed]
         self._pieces = _grams(pieces, MIN_SCRUBBED)
-        kept = set(pieces)
-        others = [secret for secret in self.secrets if secret not in kept]
-        self._windows = self._pieces | _grams(others, MIN_SCRUBBED) if others else self._pieces
+        # Found in a text: a piece's windows, and where each credential (those too) may begin.
+        self._windows = self._pieces | {secret[:MIN_SCRUBBED] for secret in self.secrets}
         self._blocks: set[bytes] | None = None  # (built once more bytes were read than there are windows)
         self._read = 0
         self._heads: dict[bytes, list[int]] = {}
