@@ -38,6 +38,7 @@ from asgi_ws_gateway.upstream import refusal_secrets, secret_index
 from asgi_ws_gateway.upstream.base import UpstreamRequest
 from asgi_ws_gateway.upstream.close_secrets import SentCredentials
 from asgi_ws_gateway.upstream.refusal_secrets import (
+    MAX_SPELLED,
     scrubbed_bytes,
     sent_credentials,
     without_credentials,
@@ -127,6 +128,29 @@ async def test_an_echoing_refusal_through_the_gateway_carries_no_spelling_of_the
                         pass
                 response = refused.value.response  # type: ignore[attr-defined]
                 assert (response.status_code, bytes(response.body)) == (401, b"REDACTED | REDACTED"), api
+
+
+async def test_a_client_s_costly_credentials_get_the_refusal_s_status_alone(tmp_path: Path) -> None:
+    """3,000 ``"`` in the client's own ``X-Api-Key`` (36 KB spelled, past MAX_SPELLED): the upstream's 401 reaches
+    it without the page that echoes the key, on the splice and the relay, and the gateway keeps serving."""
+    key = '"' * 3000
+    async with _upstream_refusing_with(b"refused key: " + key.encode()) as port:
+        apis = [
+            {"name": "splice", "path": "/splice", "upstreams": [f"ws://127.0.0.1:{port}/"]},
+            {"name": "relay", "path": "/relay", "upstreams": [f"ws://127.0.0.1:{port}/"], "passthrough": False},
+        ]
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({"apis": apis}))
+        command = ["-m", "asgi_ws_gateway", "run", "gateway.yaml"]
+        with ready_server(lambda p: [*command, "--port", str(p)], cwd=tmp_path) as server:
+            for api in ("splice", "relay"):
+                with pytest.raises(Exception) as refused:
+                    async with await connect(
+                        f"ws://127.0.0.1:{server.port}/{api}", additional_headers={"X-Api-Key": key}
+                    ):
+                        pass
+                response = refused.value.response  # type: ignore[attr-defined]
+                assert (response.status_code, bytes(response.body)) == (401, b""), api
+            assert "Traceback" not in server.output()
 
 
 # -- what it costs --
@@ -238,6 +262,23 @@ def test_many_credentials_cost_their_bytes_once_per_refusal() -> None:
     assert len(credentials) == 2000
     lines = _lines_run(lambda: without_credentials(_refusal(20, _PAGE), credentials))
     assert lines < 40 * len(credentials), lines
+
+
+def test_more_credentials_than_are_worth_indexing_leave_the_status_alone() -> None:
+    """4 x 8,100 bytes of ``"`` (97 KB spelled: percent-, JSON-, HTML-escaped) cost a refusal of 124 header
+    lines and a 64 KiB page 2 s of the event loop, 39 ms once indexed: past :data:`MAX_SPELLED` the
+    refusal keeps its status and loses its body and headers, unread; the close reason goes, unread too."""
+    headers = [(f"X-Api-Key-{n}", '"' * 8100) for n in range(4)]
+    request = UpstreamRequest(url="ws://b/x", headers=headers, subprotocols=[], scope={})
+    credentials = sent_credentials([request])
+    assert sum(map(len, credentials)) > MAX_SPELLED
+    refusal = _refusal(124, b"%22" * 21845)
+    bare = without_credentials(refusal, credentials)
+    assert (bare.status, bare.headers, bare.body) == (401, [], b"")
+    assert _lines_run(lambda: without_credentials(refusal, credentials)) < 100
+    sent = SentCredentials(request)
+    assert sent.scrubbed("a reason of some length") == ""
+    assert SentCredentials(_request()).scrubbed("a reason of some length") == "a reason of some length"
 
 
 def _replaced_in_turn(data: bytes, secrets: list[bytes]) -> bytes:

@@ -21,18 +21,19 @@ credential holds an empty list.
 from __future__ import annotations
 
 from .base import UpstreamRequest
-from .refusal_secrets import sent_credentials
+from .refusal_secrets import sent_credentials, too_costly
 from .secret_index import MIN_SCRUBBED, SecretIndex
 
 
 class SentCredentials:
     """The credentials the gateway sent one upstream (its handshake ``request``), for its close reason."""
 
-    __slots__ = ("_found", "_request")
+    __slots__ = ("_found", "_request", "_too_costly")
 
     def __init__(self, request: UpstreamRequest) -> None:
         self._request: UpstreamRequest | None = request
         self._found = SecretIndex(())
+        self._too_costly = False
 
     def scrubbed(self, reason: str) -> str:
         """``reason`` with each credential sent ``REDACTED`` (itself when none is there), and each run of
@@ -44,7 +45,11 @@ class SentCredentials:
             return reason
         if self._request is not None:  # the first reason long enough: worked out now, once
             request, self._request = self._request, None
-            self._found = SecretIndex(sent_credentials([request]))
+            credentials = sent_credentials([request])
+            self._too_costly = too_costly(credentials)
+            self._found = SecretIndex(() if self._too_costly else credentials)
+        if self._too_costly:
+            return ""  # more credentials than are worth indexing: the reason goes, as a refusal's body does
         scrubbed = self._found.scrubbed(data)
         # (A credential's bytes may end inside a character: what is left of it goes.)
         return reason if scrubbed == data else scrubbed.decode(errors="ignore")

@@ -86,9 +86,26 @@ def _basic(credential: bytes) -> tuple[bytes, ...]:
     return decoded, decoded.partition(b":")[2]
 
 
+MAX_SPELLED = 32 * 1024
+"""Bytes of credentials, every spelling counted, past which a refusal is relayed without its body and
+header values instead of scrubbed (:func:`too_costly`)."""
+
+
+def too_costly(credentials: Sequence[bytes]) -> bool:
+    """Whether ``credentials`` spell to more than :data:`MAX_SPELLED` bytes: a client chooses its own (its
+    ``Authorization``, a ``?key=`` per parameter), and indexing 400 KB of spellings cost ~60 ms of the event
+    loop per refusal, ~150 ms with the scan. No client that means well sends 32 KiB of credentials."""
+    return sum(map(len, credentials)) > MAX_SPELLED
+
+
 def without_credentials(refusal: UpstreamRejected, credentials: Sequence[bytes] | SecretIndex) -> UpstreamRejected:
     """``refusal`` with each of ``credentials`` in its body and header values ``REDACTED`` (itself
-    when none is there). The credentials are indexed once for the body and every header value."""
+    when none is there). The credentials are indexed once for the body and every header value; more
+    than :data:`MAX_SPELLED` bytes of them: the refusal's status alone, without body or headers."""
+    if not isinstance(credentials, SecretIndex) and too_costly(credentials):
+        bare = UpstreamRejected(refusal.status, [], b"")
+        bare.__traceback__ = refusal.__traceback__
+        return bare
     index = credentials if isinstance(credentials, SecretIndex) else SecretIndex(credentials)
     body = index.scrubbed(refusal.body or b"")
     headers = [(name, index.scrubbed(value)) for name, value in refusal.headers]
@@ -122,10 +139,12 @@ def without_pieces(data: bytes, credentials: Sequence[bytes] | SecretIndex) -> b
 
 
 __all__ = [
+    "MAX_SPELLED",
     "MIN_SCRUBBED",
     "SecretIndex",
     "scrubbed_bytes",
     "sent_credentials",
+    "too_costly",
     "without_credentials",
     "without_pieces",
 ]
