@@ -12,13 +12,15 @@ import contextlib
 import json
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+import redis as redis_sync
 import redis.asyncio as redis
 from websockets.asyncio.client import ClientConnection
 
@@ -26,7 +28,7 @@ from support.clients import connect, expect_close, expect_status
 from support.management import TOKEN
 from support.processes import EXE, cli_env
 from support.rawws import raw_client
-from support.redis import SHARED_REDIS
+from support.redis import SHARED_REDIS, unique_prefix
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -54,54 +56,95 @@ class Workers:
         return {port: by_port[port] for port in sockets if port in by_port}
 
 
-@contextlib.asynccontextmanager
-async def two_workers(tmp_path: Path, config: str, prefix: str) -> AsyncIterator[Workers]:
-    """``asgi-ws-gateway run CONFIG --workers 2 --redis ...`` with its log in a file, once both workers listen."""
-    (tmp_path / "gateway.yaml").write_text(config)
-    log = tmp_path / "gateway.log"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}  # a change must be typed
+
+
+@contextlib.contextmanager
+def _started(directory: Path, config: str, prefix: str) -> Iterator[tuple[int, Path]]:
+    """``asgi-ws-gateway run CONFIG --workers 2 --redis ...`` in ``directory``, its log in a file: (port, log) once
+    both workers listen; stopped (SIGTERM) on the way out."""
+    (directory / "gateway.yaml").write_text(config)
+    log = directory / "gateway.log"
     for _ in range(3):  # a free port may be taken by another test's server before this one binds it
         port = free_port()
         argv = [str(EXE), "run", "gateway.yaml", "--port", str(port), "--workers", "2", "--management", "/_gateway",
                 "--redis", SHARED_REDIS, "--redis-prefix", prefix, "--log-level", "info"]  # fmt: skip
         with log.open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                *argv, cwd=tmp_path, env=cli_env(), stdout=out, stderr=subprocess.STDOUT
-            )
-        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}  # a change must be typed
-        async with httpx2.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}/_gateway/", headers=headers, timeout=20
-        ) as http:  # fmt: skip
+            process = subprocess.Popen(argv, cwd=directory, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
             try:
+                listening = _both_listening(process, port)
+            except TimeoutError:
+                raise AssertionError(f"two workers did not start within 60 s:\n{log.read_text()}") from None
+            if listening:
+                yield port, log
+                return
+            assert "Address already in use" in log.read_text(), log.read_text()
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
                 try:
-                    listening = await _both_listening(process, http)
-                except TimeoutError:
-                    raise AssertionError(f"two workers did not start within 60 s:\n{log.read_text()}") from None
-                if listening:
-                    yield Workers(http, port, log)
-                    return
-                assert "Address already in use" in log.read_text(), log.read_text()
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        async with asyncio.timeout(20):
-                            await process.wait()
-                    except TimeoutError:
-                        process.kill()
-                        await process.wait()
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     raise AssertionError(f"no free port in three attempts:\n{log.read_text()}")
 
 
-async def _both_listening(process: asyncio.subprocess.Process, http: httpx2.AsyncClient) -> bool:
+def _both_listening(process: subprocess.Popen[bytes], port: int) -> bool:
     """True once both workers have subscribed (a command reaches two); False if the gateway exited."""
-    async with asyncio.timeout(60):
-        while process.returncode is None:
+    deadline = time.monotonic() + 60
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}/_gateway/", headers=HEADERS, timeout=20) as http:
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError
             with contextlib.suppress(httpx2.TransportError):
-                answer = await http.get("connections")
+                answer = http.get("connections")
                 if answer.status_code == 200 and answer.json()["workers"]["expected"] == 2:
                     return True
-            await asyncio.sleep(0.1)
+            time.sleep(0.1)
     return False
+
+
+@contextlib.asynccontextmanager
+async def _client(port: int, log: Path) -> AsyncIterator[Workers]:
+    """:class:`Workers` for the gateway listening on ``port``: a management client of the test's own loop."""
+    base_url = f"http://127.0.0.1:{port}/_gateway/"
+    async with httpx2.AsyncClient(base_url=base_url, headers=HEADERS, timeout=20) as http:
+        yield Workers(http, port, log)
+
+
+@contextlib.asynccontextmanager
+async def two_workers(tmp_path: Path, config: str, prefix: str) -> AsyncIterator[Workers]:
+    """A gateway of the test's own (it restores or empties its Redis state), once both workers listen. Its start
+    and stop block the loop: nothing of the test's runs on it yet, or any longer."""
+    with _started(tmp_path, config, prefix) as (port, log):
+        async with _client(port, log) as workers:
+            yield workers
+
+
+REVOCATIONS = ("suspend", "regenerate-key", "delete", "delete product")
+"""How a revocation test's subscription is revoked: each case on an API and products of its own (below)."""
+
+
+def _api(name: str) -> str:
+    return f"echo-{name.replace(' ', '-')}"
+
+
+@pytest.fixture(scope="module")
+def shared(upstream_server: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """One gateway for the tests that change only what is theirs (an API each): the drain test's ``echo`` and
+    each revocation's ``echo-<how>``. A two-worker gateway per test was ~2.2 CPU-s of its processes' start."""
+    apis = "".join(f"  - name: {name}\n    path: /ws/{name}\n    upstreams: [{upstream_server.url('/echo')}]\n"
+                   for name in ("echo", *map(_api, REVOCATIONS)))  # fmt: skip
+    prefix = unique_prefix()
+    try:
+        with _started(tmp_path_factory.mktemp("shared-workers"), f"apis:\n{apis}", prefix) as started:
+            yield started
+    finally:
+        with redis_sync.Redis.from_url(SHARED_REDIS) as client:
+            if keys := list(client.scan_iter(match=f"{prefix}:*")):
+                client.delete(*keys)
 
 
 async def on_both_workers(
@@ -136,12 +179,12 @@ def _config(upstream: UpstreamServer) -> str:
 
 
 async def test_a_drain_reaches_the_worker_whose_poll_applied_the_revision_first(
-    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str
+    shared: tuple[int, Path], upstream_server: UpstreamServer
 ) -> None:
     """PUT ?drain=true while each worker holds a client that never answers a close frame: the worker that
     takes the call used to drain first (close_timeout for the mute one) while the other's poll applied the
     revision without a drain, and the bus's later 'reload drain=true' found nothing newer there."""
-    async with two_workers(tmp_path, _config(upstream), redis_prefix) as gateway, contextlib.AsyncExitStack() as stack:
+    async with _client(*shared) as gateway, contextlib.AsyncExitStack() as stack:
 
         async def mute() -> tuple[int, Any]:
             _, writer = await raw_client(gateway.port, deflate=False)  # never reads again
@@ -155,7 +198,7 @@ async def test_a_drain_reaches_the_worker_whose_poll_applied_the_revision_first(
 
         await on_both_workers(gateway, mute)
         clients = await on_both_workers(gateway, normal)
-        body = {"path": "/ws/echo", "upstreams": [upstream.url("/echo")], "idle_timeout": 600}
+        body = {"path": "/ws/echo", "upstreams": [upstream_server.url("/echo")], "idle_timeout": 600}
         response = await gateway.http.put("apis/echo", params={"drain": "true"}, json=body)
         assert response.status_code == 200, response.text
         closes = await asyncio.gather(*(expect_close(ws) for ws in clients.values()))
@@ -166,51 +209,57 @@ async def test_a_drain_reaches_the_worker_whose_poll_applied_the_revision_first(
         assert gateway.lines("ERROR") == []
 
 
-async def _keyed_setup(gateway: Workers) -> dict[str, str]:
-    """Products gold and silver over echo (both need a key); alice subscribes to gold, bob to silver."""
+async def _keyed_setup(gateway: Workers, api: str) -> dict[str, str]:
+    """Products gold and silver over ``api`` (both need a key); alice subscribes to gold, bob to silver (each
+    name with ``api``'s, the gateway being shared)."""
     keys = {}
     for product, subscriber in (("gold", "alice"), ("silver", "bob")):
-        assert (await gateway.http.post("products", json={"name": product, "apis": ["echo"]})).status_code == 201
-        created = await gateway.http.post("subscriptions", json={"product": product, "id": subscriber})
+        made = await gateway.http.post("products", json={"name": f"{product}-{api}", "apis": [api]})
+        assert made.status_code == 201, made.text
+        created = await gateway.http.post(
+            "subscriptions", json={"product": f"{product}-{api}", "id": f"{subscriber}-{api}"}
+        )
         assert created.status_code == 201, created.text
         keys[subscriber] = created.json()["key"]
     return keys
 
 
-async def _revoke(gateway: Workers, how: str) -> httpx2.Response:
+async def _revoke(gateway: Workers, how: str, api: str) -> httpx2.Response:
+    alice = f"subscriptions/alice-{api}"
     if how == "delete product":
-        assert (await gateway.http.delete("subscriptions/alice")).status_code == 204  # no drain: they stay open
-        return await gateway.http.delete("products/gold", params={"drain": "true"})
+        assert (await gateway.http.delete(alice)).status_code == 204  # no drain: they stay open
+        return await gateway.http.delete(f"products/gold-{api}", params={"drain": "true"})
     if how == "delete":
-        return await gateway.http.delete("subscriptions/alice", params={"drain": "true"})
-    return await gateway.http.post(f"subscriptions/alice/{how}", params={"drain": "true"})
+        return await gateway.http.delete(alice, params={"drain": "true"})
+    return await gateway.http.post(f"{alice}/{how}", params={"drain": "true"})
 
 
-@pytest.mark.parametrize("how", ["suspend", "regenerate-key", "delete", "delete product"])
+@pytest.mark.parametrize("how", REVOCATIONS)
 async def test_a_revocation_with_drain_closes_the_connections_it_admitted_on_every_worker(
-    tmp_path: Path, upstream: UpstreamServer, redis_prefix: str, how: str
+    shared: tuple[int, Path], how: str
 ) -> None:
     """?drain=true on suspend, regenerate-key, delete of a subscription (or of its product) closes, with
     drain_close_code, the connections that subscription admitted, whichever worker holds them; another
     subscription's connection to the same API stays open."""
-    async with two_workers(tmp_path, _config(upstream), redis_prefix) as gateway, contextlib.AsyncExitStack() as stack:
-        keys = await _keyed_setup(gateway)
+    api = _api(how)
+    async with _client(*shared) as gateway, contextlib.AsyncExitStack() as stack:
+        keys = await _keyed_setup(gateway, api)
 
         async def as_alice() -> tuple[int, ClientConnection]:
-            port, ws = await echoing(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: keys["alice"]})
+            port, ws = await echoing(gateway.ws(f"/ws/{api}"), additional_headers={KEY_HEADER: keys["alice"]})
             await stack.enter_async_context(ws)
             return port, ws
 
         alice = await on_both_workers(gateway, as_alice)
-        _, bob = await echoing(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: keys["bob"]})
+        _, bob = await echoing(gateway.ws(f"/ws/{api}"), additional_headers={KEY_HEADER: keys["bob"]})
         await stack.enter_async_context(bob)
-        response = await _revoke(gateway, how)
+        response = await _revoke(gateway, how, api)
         assert response.status_code in (200, 204), response.text
         closes = await asyncio.gather(*(expect_close(ws) for ws in alice.values()))
         assert set(closes) == {(1001, "subscription revoked")}
         await bob.send("still here")
         assert await bob.recv() == "still here"
-        assert (await expect_status(gateway.ws("/ws/echo"), additional_headers={KEY_HEADER: keys["alice"]}))[0] in (
+        assert (await expect_status(gateway.ws(f"/ws/{api}"), additional_headers={KEY_HEADER: keys["alice"]}))[0] in (
             401,
             403,
         )
