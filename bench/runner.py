@@ -40,6 +40,9 @@ class Settings:
     idle_rounds: int
     timing: Timing
     scenarios: tuple[str, ...]
+    idle_on_round_proxies: bool = False
+    """The idle ramps measure the proxies the rounds started (still running) rather than fresh ones: for the
+    test suite's smoke run, whose figures nobody reads (a proxy's start was most of its CPU)."""
 
 
 SCENARIOS = ("echo-64B", "echo-16KiB", "latency", "handshake", "idle", "scaling")
@@ -50,10 +53,11 @@ QUICK = Settings("quick", rounds=1, idle_rounds=1, timing=Timing(0.05, 0.15, (50
                  scenarios=SCENARIOS)  # fmt: skip
 """A smoke run: every scenario once, 0.15 s of load each, 50 idle connections (what it costs is mostly
 starting the processes; the test suite runs it)."""
-SMOKE = dataclasses.replace(QUICK, timing=Timing(0.02, 0.06, (20,), 5, 30.0, 0.01))
+SMOKE = dataclasses.replace(QUICK, timing=Timing(0.02, 0.06, (20,), 5, 30.0, 0.01), idle_on_round_proxies=True)
 """The test suite's smoke run (``--quick --smoke``): every path and scenario as in :data:`QUICK`, with
 windows of 0.06 s after 0.02 s of warm-up and 20 idle connections, its figures read by nobody (it also
-measures :data:`SMOKE_PARALLEL` paths at once)."""
+measures :data:`SMOKE_PARALLEL` paths at once, and ramps the idle connections on the proxies the rounds
+started)."""
 SMOKE_PARALLEL = 3
 FULL = Settings("full", rounds=3, idle_rounds=2, timing=Timing(1.0, 4.0, (1000, 5000, 9000), 100, 150.0),
                 scenarios=SCENARIOS)  # fmt: skip
@@ -173,12 +177,15 @@ def run_rounds(
     samples: Samples,
     *,
     parallel: int = 1,
+    kept: dict[str, Service] | None = None,
 ) -> None:
+    """The rounds of :data:`ROUND_SCENARIOS`, each path's proxy started once for all of them; stopped at the end,
+    or left running in ``kept`` (by path name) when it is given."""
     scenarios = [s for s in ROUND_SCENARIOS if s.name in settings.scenarios]
     if not scenarios:
         return
     ctx = StartContext(upstream.port, run_dir, PROXY_CPUS)
-    proxies: dict[str, Service] = {}
+    proxies: dict[str, Service] = {} if kept is None else kept
     try:
         _each(parallel, lambda spec: _ensure(proxies, spec, ctx), paths)
         for round_no in range(settings.rounds):
@@ -201,8 +208,9 @@ def run_rounds(
                 for spec, sample in zip(specs, _each(parallel, one, specs), strict=True):
                     samples[scenario.name].setdefault(spec.name, []).append(sample)
     finally:
-        for service in proxies.values():
-            service.stop()
+        if kept is None:
+            for service in proxies.values():
+                service.stop()
 
 
 def run_idle(
@@ -213,7 +221,10 @@ def run_idle(
     samples: Samples,
     *,
     parallel: int = 1,
+    running: dict[str, Service] | None = None,
 ) -> None:
+    """The idle ramps, each on a proxy started for it, or on the path's proxy in ``running`` (by path name; started
+    there if it is not running, and left running)."""
     ctx = StartContext(upstream.port, run_dir, PROXY_CPUS)
     for round_no in range(settings.idle_rounds):
 
@@ -221,7 +232,8 @@ def run_idle(
             rounds, levels = _idle_plan(spec, settings)
             log(f"idle round {round_no + 1}/{rounds} {spec.name} to {levels[-1]:,}")
             timing = dataclasses.replace(settings.timing, idle_levels=levels)
-            with _start(spec, ctx) as proxy:
+            with _start(spec, ctx) if running is None else contextlib.nullcontext(_ensure(running, spec, ctx)) as proxy:
+                assert proxy is not None  # paths without a proxy get no idle ramp
                 try:
                     metrics, warnings = measure_idle(
                         url(proxy.port), timing, proxy=proxy, headers=spec.headers, payload=spec.payload
@@ -302,11 +314,16 @@ def run(
         f"(more when it is busy)")  # fmt: skip
     samples: Samples = {name: {} for name in settings.scenarios}
     clock = time.monotonic()
+    kept: dict[str, Service] | None = {} if settings.idle_on_round_proxies else None
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as tmp, upstream_server(Path(tmp)) as upstream:
         run_dir = Path(tmp)
-        run_rounds(available, settings, upstream, run_dir, samples, parallel=parallel)
-        if "idle" in settings.scenarios:
-            run_idle(available, settings, upstream, run_dir, samples, parallel=parallel)
+        try:
+            run_rounds(available, settings, upstream, run_dir, samples, parallel=parallel, kept=kept)
+            if "idle" in settings.scenarios:
+                run_idle(available, settings, upstream, run_dir, samples, parallel=parallel, running=kept)
+        finally:
+            for service in (kept or {}).values():
+                service.stop()
         gateway = next((p for p in available if p.name == SCALING_PATH), None)
         if "scaling" in settings.scenarios and gateway is not None:
             run_scaling(settings, upstream, run_dir, samples, gateway)

@@ -61,6 +61,11 @@ def test_quick_results_are_well_formed(results: dict[str, Any]) -> None:
                 assert sample["metrics"]["errors"] == 0, (scenario, path)
     idle = results["scenarios"]["idle"]["summary"]
     assert set(idle) == set(runnable) - {"direct"}
+    level = max(results["settings"]["timing"]["idle_levels"])  # ramped on the proxies the rounds started
+    for path, samples in results["scenarios"]["idle"]["samples"].items():
+        for sample in samples:
+            assert sample["metrics"].get(f"open@{level}") == level, (path, sample)
+            assert not sample["warnings"], (path, sample)
     assert set(results["scenarios"]["scaling"]["summary"]) == {"gateway-run x1", "gateway-run x2"}
     assert all(t["met"] in (True, False, None) for t in results["targets"])
     assert {t["issue"] for t in results["targets"]} == {13, 14}
