@@ -30,7 +30,7 @@ import websockets
 import yaml
 
 from asgi_ws_gateway.management.overlay import FORMAT
-from support.processes import EXE, ServerProcess, cli_env, standalone
+from support.processes import EXE, ServerProcess, cli_env, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -240,6 +240,25 @@ async def _status(port: int, path: str) -> int:
         return exc.response.status_code
 
 
+@pytest.fixture(scope="module")
+def management_url(upstream: UpstreamServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One gateway's management API for the ``export`` tests, which only read its configuration (a gateway
+    started per test was most of their CPU)."""
+    config = _config(tmp_path_factory.mktemp("exported"), upstream)
+
+    def command(port: int) -> list[str]:
+        return ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port), "--management", "/_gateway"]
+
+    with ready_server(command, cwd=config.parent, env=cli_env()) as server:
+        yield f"http://127.0.0.1:{server.port}/_gateway"
+
+
+def _export(output: str, url: str) -> subprocess.CompletedProcess[str]:
+    """``asgi-ws-gateway export -o OUTPUT --url URL``, its output captured."""
+    args = [str(EXE), "export", "-o", output, "--url", url]
+    return subprocess.run(args, env=cli_env(), capture_output=True, text=True, timeout=60)
+
+
 def _wait_for_output(server: ServerProcess, lines: tuple[str, ...], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not any(line in server.output() for line in lines):
@@ -249,7 +268,7 @@ def _wait_for_output(server: ServerProcess, lines: tuple[str, ...], timeout: flo
 
 @pytest.mark.parametrize("planted", ["link", "file"])
 async def test_export_writes_neither_through_another_users_link_nor_into_their_file(
-    shared_dir: Path, other_user: int, upstream: UpstreamServer, tmp_path: Path, planted: str
+    shared_dir: Path, other_user: int, management_url: str, tmp_path: Path, planted: str
 ) -> None:
     """Before: exit 0, the file their link named overwritten with the configuration (as root), or the
     configuration written into their file (mode 0666: theirs to change before the operator runs it)."""
@@ -262,11 +281,7 @@ async def test_export_writes_neither_through_another_users_link_nor_into_their_f
     else:
         _plant(output, other_user, "")
         output.chmod(0o666)
-    async with standalone(_config(tmp_path, upstream)) as gateway:
-        done = await asyncio.to_thread(
-            subprocess.run, [str(EXE), "export", "-o", str(output), "--url", gateway.url], env=cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    done = await asyncio.to_thread(_export, str(output), management_url)
     assert done.returncode == 2, done.stderr
     problem = "is a symbolic link (not followed)" if planted == "link" else "(a file) belongs to user gws"
     assert done.stderr.startswith(f"error: --output: [Errno 1] {problem}") and OWNED in done.stderr, done.stderr
@@ -274,22 +289,18 @@ async def test_export_writes_neither_through_another_users_link_nor_into_their_f
     assert output.is_symlink() or output.read_text() == ""
 
 
-async def test_export_still_replaces_a_file_of_this_users(upstream: UpstreamServer, tmp_path: Path) -> None:
+async def test_export_still_replaces_a_file_of_this_users(management_url: str, tmp_path: Path) -> None:
     """The usual export: the file made, then written again in place, shorter (nothing of the old left)."""
     output = tmp_path / "exported.yaml"
     output.write_text("x" * 100_000)
-    async with standalone(_config(tmp_path, upstream)) as gateway:
-        done = await asyncio.to_thread(
-            subprocess.run, [str(EXE), "export", "-o", str(output), "--url", gateway.url], env=cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    done = await asyncio.to_thread(_export, str(output), management_url)
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(output.read_text())["apis"][0]["name"] == "filtered"
 
 
 @pytest.mark.parametrize("where", ["private", "shared"])
 async def test_export_follows_this_users_link_only_where_no_other_user_can_replace_it(
-    shared_dir: Path, upstream: UpstreamServer, tmp_path: Path, where: str
+    shared_dir: Path, management_url: str, tmp_path: Path, where: str
 ) -> None:
     """The operator's own link (``current.yaml -> v3.yaml``) in a directory of theirs: written through, to the
     file it names (it was: exit 2). In a directory every user can write, another user could put theirs in its
@@ -298,11 +309,7 @@ async def test_export_follows_this_users_link_only_where_no_other_user_can_repla
     target.write_text("x" * 100_000)
     link = (tmp_path if where == "private" else shared_dir) / "current.yaml"
     link.symlink_to(target)
-    async with standalone(_config(tmp_path, upstream)) as gateway:
-        done = await asyncio.to_thread(
-            subprocess.run, [str(EXE), "export", "-o", str(link), "--url", gateway.url], env=cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    done = await asyncio.to_thread(_export, str(link), management_url)
     if where == "private":
         assert done.returncode == 0, done.stderr
         assert yaml.safe_load(target.read_text())["apis"][0]["name"] == "filtered"
@@ -314,13 +321,9 @@ async def test_export_follows_this_users_link_only_where_no_other_user_can_repla
     assert link.is_symlink()
 
 
-async def test_export_writes_to_dev_stdout(upstream: UpstreamServer, tmp_path: Path) -> None:
+async def test_export_writes_to_dev_stdout(management_url: str) -> None:
     """``-o /dev/stdout`` (root's link, in root's /dev, to the process's own output): written, as before the
     links were refused (it was: exit 2, 'is a symbolic link')."""
-    async with standalone(_config(tmp_path, upstream)) as gateway:
-        done = await asyncio.to_thread(
-            subprocess.run, [str(EXE), "export", "-o", "/dev/stdout", "--url", gateway.url], env=cli_env(),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+    done = await asyncio.to_thread(_export, "/dev/stdout", management_url)
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(done.stdout)["apis"][0]["name"] == "filtered"
