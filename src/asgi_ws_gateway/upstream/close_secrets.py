@@ -24,6 +24,9 @@ from .base import UpstreamRequest
 from .refusal_secrets import sent_credentials, too_costly
 from .secret_index import MIN_SCRUBBED, SecretIndex
 
+_NOTHING = SecretIndex(())
+"""No credential: shared (an empty index is never written to), not built for every connection."""
+
 
 class SentCredentials:
     """The credentials the gateway sent one upstream (its handshake ``request``), for its close reason."""
@@ -32,7 +35,7 @@ class SentCredentials:
 
     def __init__(self, request: UpstreamRequest) -> None:
         self._request: UpstreamRequest | None = request
-        self._found = SecretIndex(())
+        self._found = _NOTHING  # one per connection: indexed at the first reason that needs it
         self._too_costly = False
 
     def scrubbed(self, reason: str) -> str:
@@ -47,7 +50,7 @@ class SentCredentials:
             request, self._request = self._request, None
             credentials = sent_credentials([request])
             self._too_costly = too_costly(credentials)
-            self._found = SecretIndex(() if self._too_costly else credentials)
+            self._found = _NOTHING if self._too_costly else SecretIndex(credentials)
         if self._too_costly:
             return ""  # more credentials than are worth indexing: the reason goes, as a refusal's body does
         scrubbed = self._found.scrubbed(data)
