@@ -19,7 +19,6 @@ import asyncio
 import datetime
 import errno
 import logging
-import socket
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -40,29 +39,19 @@ from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.resolver import RESOLVER, Resolver
 from support.clients import connect
 from support.configs import api_entry
+from support.dns import fake_dns
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.servers import UvicornFactory
 from support.telemetry import address_failures
 from support.upstream import UpstreamServer
 
-_REAL_GETADDRINFO = socket.getaddrinfo
-
 
 @pytest.fixture
 def dns() -> Iterator[dict[str, list[str]]]:
     """Names the test gives addresses to (``dns[name] = [...]``), as ``socket.getaddrinfo`` answers them."""
-    names: dict[str, list[str]] = {}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
-        if name not in names:
-            return _REAL_GETADDRINFO(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port))) for address in names[name]]
-
-    socket.getaddrinfo = getaddrinfo
-    yield names
-    socket.getaddrinfo = _REAL_GETADDRINFO
+    with fake_dns() as names:
+        yield names
 
 
 def _name(common_name: str) -> x509.Name:

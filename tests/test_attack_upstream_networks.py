@@ -17,7 +17,6 @@ comparison's pure logic.
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import uuid
@@ -41,6 +40,7 @@ from asgi_ws_gateway.upstream.address_guard import DENIED, AddressGuard
 from asgi_ws_gateway.upstream.resolver import RESOLVER
 from support.clients import connect
 from support.configs import api_entry, write_config
+from support.dns import fake_dns
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
@@ -50,30 +50,15 @@ from support.servers import CountingListener, UvicornFactory
 from support.telemetry import address_failures
 from support.upstream import UpstreamServer
 
-_REAL_GETADDRINFO = socket.getaddrinfo
 _GUARD_LOG = "asgi_ws_gateway.upstream.address_guard"
 _JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
 
 
 @pytest.fixture
 def dns() -> Iterator[dict[str, list[str]]]:
-    """Names the test gives addresses to (``dns[name] = [...]``, IPv4 or IPv6), as ``socket.getaddrinfo`` answers."""
-    names: dict[str, list[str]] = {}
-
-    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
-        if name not in names:
-            return _REAL_GETADDRINFO(host, port, *args, **kwargs)
-        return [
-            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, int(port), 0, 0))
-            if ":" in address
-            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))
-            for address in names[name]
-        ]
-
-    socket.getaddrinfo = getaddrinfo
-    yield names
-    socket.getaddrinfo = _REAL_GETADDRINFO
+    """Names the test gives addresses to (``dns[name] = [...]``), as ``socket.getaddrinfo`` answers them."""
+    with fake_dns() as names:
+        yield names
 
 
 def _name() -> str:

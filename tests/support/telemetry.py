@@ -103,32 +103,28 @@ def secret_headers() -> list[tuple[str, str]]:
 SECRET_QUERY = f"?access_token={SECRETS[1]}&subscription-key={SECRETS[2]}"
 
 
-def close_counts(reader: InMemoryMetricReader) -> dict[tuple[str, object], int]:
-    """``ws_gateway.connection.closes`` by (side, code)."""
-    found: dict[tuple[str, object], int] = {}
+def counter_values(reader: InMemoryMetricReader, name: str, *keys: str) -> dict[tuple[object, ...], int]:
+    """The points of the counter ``name`` by the values of its attributes ``keys``."""
+    found: dict[tuple[object, ...], int] = {}
     data = reader.get_metrics_data()
     assert data is not None
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
-                if metric.name == n.CONNECTION_CLOSES.name:
+                if metric.name == name:
                     for point in metric.data.data_points:
                         assert isinstance(point, NumberDataPoint) and point.attributes is not None
-                        key = (str(point.attributes[n.CLOSE_SIDE]), point.attributes[n.CLOSE_CODE])
-                        found[key] = int(point.value)
+                        found[tuple(point.attributes[key] for key in keys)] = int(point.value)
     return found
+
+
+def close_counts(reader: InMemoryMetricReader) -> dict[tuple[str, object], int]:
+    """``ws_gateway.connection.closes`` by (side, code)."""
+    counted = counter_values(reader, n.CONNECTION_CLOSES.name, n.CLOSE_SIDE, n.CLOSE_CODE)
+    return {(str(side), code): value for (side, code), value in counted.items()}
 
 
 def address_failures(reader: InMemoryMetricReader) -> dict[object, int]:
     """``ws_gateway.upstream.address.failures`` by ``error.type``: the metric users query."""
-    found: dict[object, int] = {}
-    data = reader.get_metrics_data()
-    assert data is not None
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == n.UPSTREAM_ADDRESS_FAILURES.name:
-                    for point in metric.data.data_points:
-                        assert isinstance(point, NumberDataPoint) and point.attributes is not None
-                        found[point.attributes["error.type"]] = int(point.value)
-    return found
+    counted = counter_values(reader, n.UPSTREAM_ADDRESS_FAILURES.name, "error.type")
+    return {reason: value for (reason,), value in counted.items()}

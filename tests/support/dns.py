@@ -1,0 +1,36 @@
+"""Host names a test gives addresses to, answered by ``socket.getaddrinfo`` in this process."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+_REAL_GETADDRINFO = socket.getaddrinfo
+
+
+@contextlib.contextmanager
+def fake_dns() -> Iterator[dict[str, list[str]]]:
+    """``dns[name] = [address, ...]`` (IPv4 or IPv6) while inside; any other name resolves as usual."""
+    names: dict[str, list[str]] = {}
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in names:
+            return _REAL_GETADDRINFO(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, int(port), 0, 0))
+            if ":" in address
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))
+            for address in names[name]
+        ]
+
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield names
+    finally:
+        socket.getaddrinfo = _REAL_GETADDRINFO
+
+
+__all__ = ["fake_dns"]
