@@ -54,17 +54,19 @@ def managed_gateway(config: dict[str, Any], state: Path, **options: Any) -> Iter
     """The standalone gateway for ``config`` behind ``GatewayManagement`` (a file store at ``state``).
 
     ``ws``: uvicorn's WebSocket implementation (``support.gateway.PASSTHROUGH``: the gateway's protocol,
-    which splices); the other options go to ``GatewayManagement``.
+    which splices); ``http``: its HTTP one; the other options go to ``GatewayManagement``.
 
     With ``port=0`` the management API answers on the server's own (free) port, at its root. uvicorn
-    does not rewrite the client from forwarding headers, as under ``run``: ``trusted_proxies`` decide.
+    does not rewrite the client from forwarding headers, as under ``run``: ``trusted_proxies`` decide;
+    ``proxy_headers=True`` is uvicorn's own default (``X-Forwarded-For`` from 127.0.0.1 believed).
     """
     gateway = WebSocketGateway(not_found, config=config)
     ws: WSImpl = options.pop("ws", "websockets-sansio")
+    server_options = {"proxy_headers": options.pop("proxy_headers", False), "http": options.pop("http", "auto")}
     options.setdefault("admin_token", TOKEN)
     port = options.get("port")
     if port == 0:
         port = options["port"] = free_port()
     management = GatewayManagement(gateway, store=FileStore(state), **options)
-    with UvicornServer(management, ws=ws, lifespan="on", port=port or 0, proxy_headers=False) as server:
+    with UvicornServer(management, ws=ws, lifespan="on", port=port or 0, **server_options) as server:
         yield Managed(server, management, gateway, state)

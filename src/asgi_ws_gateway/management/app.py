@@ -42,6 +42,7 @@ from .openapi import openapi_document
 from .overlay import api_document, merge_document
 from .request_body import BodyLimits, read_json
 from .service import Manager
+from .transport_peer import peer_scope
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,11 @@ def create_management_app(
                     request.method, printable(request.scope["path"]), exc.status, printable(exc.detail),
                 )  # fmt: skip
                 return problem(exc.status, exc.title, exc.detail)
-            address = manager.gateway.client_ip(request.scope)  # behind trusted_proxies: the client, not the proxy
-            user = loopback_user(request.scope, address)  # on loopback: which local user, not the shared address
+            # The transport's peer, not one the server rewrote from X-Forwarded-For (uvicorn's default for
+            # 127.0.0.1): a guesser chose its own key, or the administrator's. Then trusted_proxies decide.
+            scope = peer_scope(request.scope, request.receive)
+            address = manager.gateway.client_ip(scope)  # behind trusted_proxies: the client, not the proxy
+            user = loopback_user(scope, address)  # on loopback: which local user, not the shared address
             wait = lockout.wait(address, user)
             if wait:
                 return problem(

@@ -8,9 +8,10 @@ knows who owns the client's end of a loopback TCP connection (``ss -e`` shows it
 administrator's uid: the lockout counts a loopback client by that uid instead.
 
 Linux only. Elsewhere, for a connection that is not loopback TCP, and when the look-up fails, None:
-the address alone keys the lockout, as before. The uid is looked up for the peer the server reports
-(``scope["client"]``): a server that rewrites it from ``X-Forwarded-For`` (uvicorn's proxy headers,
-on by default for 127.0.0.1; ``run`` turns them off) lets a local client name another's port.
+the address alone keys the lockout, as before. The uid is looked up for the peer in the scope it is
+given: the management API gives the transport's peer (:mod:`.transport_peer`), not the one a server
+rewrote from ``X-Forwarded-For`` (uvicorn's proxy headers, on by default for 127.0.0.1), with which
+a local client named another's port.
 """
 
 from __future__ import annotations
