@@ -91,9 +91,9 @@ FORGED = jwt.encode(
 
 class JwksServer:
     """A JWKS document over HTTP on 127.0.0.1, in a thread; ``keys`` may be swapped, ``entries`` (raw key
-    entries) added, ``down`` answers 503."""
+    entries) added, ``down`` answers 503; ``host``: the address it listens on."""
 
-    def __init__(self, *keys: SigningKey) -> None:
+    def __init__(self, *keys: SigningKey, host: str = "127.0.0.1") -> None:
         self.keys = list(keys)
         self.entries: list[dict[str, Any]] = []  # raw key entries served after the keys'
         self.down = False
@@ -118,13 +118,14 @@ class JwksServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._host = host
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="jwks", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/.well-known/jwks.json"
+        return f"http://{self._host}:{self._httpd.server_address[1]}/.well-known/jwks.json"
 
     def __enter__(self) -> JwksServer:
         self._thread.start()

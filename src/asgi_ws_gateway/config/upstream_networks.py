@@ -57,7 +57,8 @@ class UpstreamNetworksConfig(ConfigModel):
     deny: list[Network] = Field(
         default_factory=lambda: list(METADATA_NETWORKS),
         max_length=MAX_NETWORKS,
-        description="Networks upstream connections never reach, even inside allow. Default: link-local "
+        description="Networks upstream connections never reach, even inside allow, and validate-jwt's JWKS "
+        "fetches never connect to. Default: link-local "
         "(169.254.0.0/16, fe80::/10) and the cloud metadata services (fd00:ec2::254, 100.100.100.200, "
         "168.63.129.16, 192.0.0.192). Set only in the configuration file; an API's own upstream_networks "
         "adds to it.",

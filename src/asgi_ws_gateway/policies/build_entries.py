@@ -20,12 +20,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..config.fields import PolicyName
 from ..config.problems import shape_selected
+from ..config.upstream_networks import METADATA_NETWORKS
 from ..handshake.pipeline import FunctionPolicy, Policy
 from ..messages.context import MessagePolicy
 from ..state.base import Store
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .header_underscores import WRITES_HEADER, underscore_warning, underscored_header_reads
-from .jwks import JwksCache, fetch_url
+from .jwks import JwksCache
+from .jwks_fetch import guarded_fetch
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .setting_problems import failure_text, problem_text, validation_text
 
@@ -132,6 +134,8 @@ class PolicyBuilder:
         self.built: list[Policy] = []
         self.locations: dict[int, Loc] = {}  # id(policy) -> where its entry is
         self._jwks: dict[tuple[str, float, float, float], JwksCache] = {}
+        self.fetch_deny: tuple[str, ...] = METADATA_NETWORKS
+        """Networks a JWKS fetch never connects to: the file's ``upstream_networks.deny``."""
         self._default_counters: dict[str, Loc] = {}
 
     def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
@@ -297,7 +301,7 @@ class PolicyBuilder:
         if cache is None:
             cache = self._jwks[key] = JwksCache(
                 url,
-                fetch_url,
+                guarded_fetch(self.fetch_deny),
                 refresh_interval=refresh_interval,
                 min_refresh_interval=min_refresh_interval,
                 timeout=timeout,

@@ -14,6 +14,7 @@ The JWKS is fetched on first use and then kept:
 * ``timeout`` bounds a whole fetch, not each read: a host that answers a byte at a time fails it
   on time, and its connection is closed then (the fetch runs on the event loop, not in a thread);
 * redirects are not followed: the keys come from the configured URL only;
+* no address in the file's ``upstream_networks.deny`` is connected to (:mod:`.jwks_fetch`);
 * ``generation`` counts the key sets fetched: a refresh whose keys differ in any way (a ``kid``
   dropped, added or bound to another key) starts a new one, which retires every token verified
   under an older one (``validate-jwt``'s token cache).
@@ -25,15 +26,12 @@ keys for anything but verifying signatures (``use`` other than ``sig``, ``key_op
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
@@ -43,18 +41,18 @@ from .._context import current_handshake
 from ..log_throttle import OutageLog
 from ..redact import redact_url
 from .jwks_failures import JwksError, jwks_failed
+from .jwks_fetch import fetch_url
 
 logger = logging.getLogger(__name__)
 
 Fetch = Callable[[str, float], Awaitable[bytes]]
-"""``fetch(url, timeout) -> body``; raises on any failure (see :func:`fetch_url`)."""
+"""``fetch(url, timeout) -> body``; raises on any failure (see :func:`.jwks_fetch.fetch_url`)."""
 
 HMAC = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512", "EdDSA"}
 )
 _EC_CURVES = {"ES256": "secp256r1", "ES256K": "secp256k1", "ES384": "secp384r1", "ES512": "secp521r1"}
-_MAX_JWKS_BYTES = 1024 * 1024
 MAX_JWKS_KEYS = 256
 """Key entries a JWKS document may list. Identity providers publish a handful; 1 MiB holds ~6,000 EC
 keys, whose parsing held the event loop ~0.3 s per fetch (every ``jwks_min_refresh_interval`` when
@@ -112,56 +110,6 @@ def load_public_key(pem: str | bytes) -> Any:
     if not isinstance(key, _PUBLIC_KEY_TYPES):
         raise ValueError("unsupported public key type")
     return key
-
-
-async def fetch_url(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - the whole fetch's bound
-    """GET ``url`` on the event loop; raises on anything but a 200 with at most 1 MiB, or after ``timeout``.
-
-    On the event loop, not in a worker thread: a thread cannot be stopped, and urllib's timeout
-    bounds each socket read, so a host that sent its status line and headers a byte at a time held
-    its thread for as long as it liked (a header line may be 64 KiB). The loop's default executor,
-    which upstream DNS lookups and every other JWKS fetch share, has ``cpu_count + 4`` threads: a few
-    such fetches left every other identity provider's keys unfetched (503) for good. Here the
-    deadline cancels the request, whatever it is waiting for, and closes its connection.
-
-    Redirects are not followed (urllib followed them, to any host, from ``https://`` to ``http://``,
-    to ``ftp://``): the keys come from the URL the operator configured, or from nowhere. The body is
-    read as sent (``Accept-Encoding: identity``, no decompression), as urllib read it.
-    """
-    async with asyncio.timeout(timeout), _client() as client, client.stream("GET", url) as response:
-        if response.status_code != 200:
-            location = response.headers.get("location")
-            if response.is_redirect and location is not None:
-                # Redacted (a presigned URL's signature): the message reaches the fetch's span as it is.
-                raise OSError(f"JWKS answered {response.status_code}, a redirect to {redact_url(location)[:200]!r}: "
-                              "redirects are not followed (set jwks_url to the keys' own URL)")  # fmt: skip
-            raise OSError(f"JWKS answered {response.status_code}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > _MAX_JWKS_BYTES:
-                raise OSError("JWKS document too large")
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _client() -> httpx2.AsyncClient:
-    """A client for one fetch: the system's certificate authorities (as urllib used; not certifi's),
-    the environment's proxies (``HTTPS_PROXY``, ``NO_PROXY``, as urllib read them), no redirects."""
-    return httpx2.AsyncClient(
-        verify=_tls_context(),
-        follow_redirects=False,
-        trust_env=True,
-        timeout=None,  # the caller's deadline bounds the whole fetch
-        headers={"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "asgi-ws-gateway"},
-    )
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """Made once: loading the system's certificate authorities takes milliseconds of the event loop."""
-    return ssl.create_default_context()
 
 
 class JwksCache:

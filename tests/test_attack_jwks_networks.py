@@ -1,0 +1,172 @@
+"""A JWKS fetch never connects to an address in the file's ``upstream_networks.deny``.
+
+The upstream connectors never reached such an address (link-local and the cloud metadata services by
+default), but ``validate-jwt``'s JWKS fetch reached every one: a management change setting
+``jwks_url: http://169.254.169.254/...`` made each handshake of that API a GET to the metadata
+service, and so did a JWKS host name whose DNS answers such an address. Here the "denied network" is
+127.0.0.2 (listed in the file's deny), where a real JWKS server listens: it must see no request,
+whatever the URL's spelling of the address or the name that leads there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway.config.upstream_networks import METADATA_NETWORKS
+from asgi_ws_gateway.policies.jwks_fetch import JwksAddressDenied, fetch_url
+from asgi_ws_gateway.standalone import not_found
+from support.clients import connect, expect_status
+from support.configs import api_entry
+from support.dns import fake_dns
+from support.jwts import JwksServer, signing_key, token
+from support.management import managed_gateway
+from support.servers import UvicornFactory
+from support.upstream import UpstreamServer
+
+DENIED = "127.0.0.2"
+DENY = [*METADATA_NETWORKS, f"{DENIED}/32"]
+
+
+def _policy(jwks_url: str) -> dict[str, Any]:
+    return {"validate-jwt": {"algorithms": ["ES256"], "jwks_url": jwks_url, "issuer": "https://issuer.test",
+                             "audience": "chat", "jwks_timeout": 2}}  # fmt: skip
+
+
+def _bearer(raw: str) -> dict[str, Any]:
+    return {"additional_headers": {"Authorization": f"Bearer {raw}"}}
+
+
+@pytest.mark.parametrize("spelling", ["address", "mapped address", "name", "name of a mapped address"])
+async def test_a_jwks_url_into_a_denied_network_is_never_fetched(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, caplog: pytest.LogCaptureFixture, spelling: str
+) -> None:
+    """Every spelling of the denied address: no request reaches its JWKS server, the handshake is a 503,
+    and the WARNING says why."""
+    key = signing_key("ES256")
+    with JwksServer(key, host=DENIED) as jwks, fake_dns() as dns:
+        port = int(jwks.url.split(":")[2].split("/")[0])
+        dns["jwks.internal.test"] = [DENIED]
+        dns["jwks-mapped.internal.test"] = [f"::ffff:{DENIED}"]
+        host = {"address": DENIED, "mapped address": f"[::ffff:{DENIED}]", "name": "jwks.internal.test",
+                "name of a mapped address": "jwks-mapped.internal.test"}[spelling]  # fmt: skip
+        config = {"apis": [api_entry(upstream, policies=[_policy(f"http://{host}:{port}/.well-known/jwks.json")])],
+                  "upstream_networks": {"deny": DENY}}  # fmt: skip
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway"):
+            status, _, _ = await expect_status(server.url("/ws/echo"), **_bearer(token(key)))
+        assert (status, jwks.requests) == (503, 0)
+        assert any("upstream_networks.deny" in r.getMessage() and "JWKS" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_jwks_url_outside_the_denied_networks_is_fetched(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer
+) -> None:
+    """The same deny list, the JWKS on 127.0.0.1 (by address and by a name): keys fetched, token admitted."""
+    key = signing_key("ES256")
+    with JwksServer(key) as jwks, fake_dns() as dns:
+        dns["jwks.allowed.test"] = ["127.0.0.1"]
+        url = jwks.url.replace("127.0.0.1", "jwks.allowed.test")
+        config = {"apis": [api_entry(upstream, policies=[_policy(url)])], "upstream_networks": {"deny": DENY}}
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        async with await connect(server.url("/ws/echo"), **_bearer(token(key))) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        assert jwks.requests == 1
+
+
+async def test_a_management_change_cannot_point_jwks_url_into_a_denied_network(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """An admin-token holder's API whose jwks_url is in the file's deny: its handshakes fetch nothing."""
+    key = signing_key("ES256")
+    config = {"apis": [api_entry(upstream, name="file", path="/ws/file")], "upstream_networks": {"deny": DENY}}
+    with JwksServer(key, host=DENIED) as jwks, managed_gateway(config, tmp_path / "state.json") as managed:
+        created = api_entry(upstream, name="mine", path="/ws/mine", policies=[_policy(jwks.url)])
+        async with managed.http() as http:
+            assert (await http.post("apis", json=created)).status_code == 201
+            status, _, _ = await expect_status(managed.url("/ws/mine"), **_bearer(token(key)))
+        assert (status, jwks.requests) == (503, 0)
+
+
+@pytest.mark.parametrize("answer", ["500 text", "200 text", "200 keys"])
+async def test_what_an_internal_service_answers_a_jwks_fetch_reaches_no_management_answer(
+    upstream: UpstreamServer, tmp_path: Path, answer: str
+) -> None:
+    """A holder's jwks_url at an internal HTTP service the file does not deny: what it answers (an error
+    page, a document, key entries the gateway cannot read) is in no management answer, the refusals included."""
+    secret = "internal-" + "x7Q" * 6
+    body = {
+        "500 text": secret,
+        "200 text": f"<html>{secret}</html>",
+        "200 keys": json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": secret, "x": secret, "y": secret}]}),
+    }
+    status_line = "500 Internal Server Error" if answer.startswith("500") else "200 OK"
+
+    async def internal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        data = body[answer].encode()
+        writer.write(f"HTTP/1.1 {status_line}\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+    service = await asyncio.start_server(internal, "127.0.0.1", 0)
+    port = service.sockets[0].getsockname()[1]
+    key = signing_key("ES256")
+    config = {"apis": [api_entry(upstream, name="file", path="/ws/file")]}
+    try:
+        with managed_gateway(config, tmp_path / "state.json") as managed:
+            created = api_entry(upstream, name="mine", path="/ws/mine",
+                                policies=[_policy(f"http://127.0.0.1:{port}/internal")])  # fmt: skip
+            async with managed.http() as http:
+                assert (await http.post("apis", json=created)).status_code == 201
+                status, _, refused = await expect_status(managed.url("/ws/mine"), **_bearer(token(key)))
+                answers = [(await http.get(path)).text for path in ("refusals", "apis/mine", "config", "apis")]
+    finally:
+        service.close()
+    assert status in (401, 503)
+    assert all(secret not in text for text in [*answers, refused.decode()])
+
+
+async def test_the_metadata_address_is_refused_before_any_connect() -> None:
+    """The default deny: ``169.254.169.254`` and its IPv4-mapped spelling, refused before a socket opens."""
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/"):
+        with pytest.raises(JwksAddressDenied):
+            await fetch_url(url, 5.0, deny=METADATA_NETWORKS)
+
+
+async def test_the_environments_proxy_still_carries_the_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY names a proxy: a fetch by name goes through it (the proxy resolves and connects), one
+    to a denied address literal is refused before the proxy hears of it, and a NO_PROXY host is
+    connected to directly, its addresses checked."""
+    asked: list[bytes] = []
+    document = json.dumps({"keys": []}).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(document)
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        writer.write(head + document)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "jwks.internal.test")
+    try:
+        with fake_dns() as dns:
+            dns["jwks.internal.test"] = [DENIED]
+            assert await fetch_url("http://jwks.example.test/keys", 5.0, deny=DENY) == document
+            with pytest.raises(JwksAddressDenied):
+                await fetch_url("http://169.254.169.254/latest/meta-data/", 5.0, deny=DENY)
+            with pytest.raises(JwksAddressDenied):  # not proxied: looked up here, 127.0.0.2 denied
+                await fetch_url("http://jwks.internal.test:9/keys", 5.0, deny=DENY)
+    finally:
+        server.close()
+    assert asked == [b"GET http://jwks.example.test/keys HTTP/1.1"]
