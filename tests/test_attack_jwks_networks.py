@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
-from asgi_ws_gateway import WebSocketGateway
+from asgi_ws_gateway import ConfigError, WebSocketGateway, load_config
 from asgi_ws_gateway.config.upstream_networks import METADATA_NETWORKS
 from asgi_ws_gateway.policies.jwks_fetch import JwksAddressDenied, fetch_url
 from asgi_ws_gateway.standalone import not_found
@@ -79,6 +80,52 @@ async def test_a_jwks_url_outside_the_denied_networks_is_fetched(
             await ws.send("hi")
             assert await ws.recv() == "hi"
         assert jwks.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "fetched"),
+    [({"deny": ["127.0.0.0/8"]}, {"127.0.0.1": False, DENIED: False}),
+     ({"allow": ["127.0.0.1/32"]}, {"127.0.0.1": True, DENIED: False}),
+     ({"allow": ["127.0.0.0/8"], "deny": [f"{DENIED}/32"]}, {"127.0.0.1": True, DENIED: False})],
+    ids=["deny loopback", "allow one address", "allow a network but one address"],
+)  # fmt: skip
+async def test_jwks_networks_rule_the_fetch_and_not_the_upstreams(
+    uvicorn_server: UvicornFactory, upstream: UpstreamServer, rule: dict[str, list[str]], fetched: dict[str, bool]
+) -> None:
+    """The file's jwks_networks: a JWKS server is fetched only where it admits; the upstream on 127.0.0.1
+    is connected to whatever it says (upstream_networks rules the upstreams)."""
+    key = signing_key("ES256")
+    with JwksServer(key) as loopback, JwksServer(key, host=DENIED) as other:
+        servers = {"127.0.0.1": loopback, DENIED: other}
+        apis = [api_entry(upstream, name=f"jwt{i}", path=f"/ws/jwt{i}", policies=[_policy(jwks.url)])
+                for i, jwks in enumerate(servers.values())]  # fmt: skip
+        config = {"apis": [api_entry(upstream, name="plain", path="/ws/plain"), *apis], "jwks_networks": rule}
+        server = uvicorn_server(WebSocketGateway(not_found, config=config))
+        async with await connect(server.url("/ws/plain")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        statuses = {}
+        for i, address in enumerate(servers):
+            try:
+                async with await connect(server.url(f"/ws/jwt{i}"), **_bearer(token(key))):
+                    statuses[address] = 101
+            except InvalidStatus as exc:
+                statuses[address] = exc.response.status_code
+        assert statuses == {address: 101 if ok else 503 for address, ok in fetched.items()}
+        assert {address: jwks.requests > 0 for address, jwks in servers.items()} == fetched
+
+
+def test_a_jwks_networks_entry_that_is_no_network_is_refused_by_field_path() -> None:
+    with pytest.raises(ConfigError, match=r"jwks_networks\.deny\[0\]: '300\.0\.0\.1' is not an IP address or network"):
+        load_config({"apis": [], "jwks_networks": {"deny": ["300.0.0.1"]}})
+
+
+async def test_a_management_change_cannot_set_jwks_networks(upstream: UpstreamServer, tmp_path: Path) -> None:
+    """The rule is the file's: an API cannot carry one, and no route changes the top level."""
+    with managed_gateway({"apis": [api_entry(upstream, name="file", path="/ws/file")]}, tmp_path / "s.json") as managed:
+        async with managed.http() as http:
+            created = {**api_entry(upstream, name="mine", path="/ws/mine"), "jwks_networks": {"allow": ["0.0.0.0/0"]}}
+            assert (await http.post("apis", json=created)).status_code == 422
 
 
 async def test_a_management_change_cannot_point_jwks_url_into_a_denied_network(

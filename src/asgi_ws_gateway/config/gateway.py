@@ -16,7 +16,7 @@ from .fields import DAY, POLICIES_DOC, ConfigModel, Policies
 from .limits import MAX_APIS, MAX_MODULE, MAX_NETWORK, MAX_NETWORKS, MAX_PLUGINS, MAX_SUBSCRIPTIONS
 from .products import ProductConfig, SubscriptionConfig, SubscriptionKeyConfig
 from .settings import HandshakeLimitsConfig, ManagementConfig, StoreConfig, TelemetryConfig
-from .upstream_networks import UpstreamNetworksConfig, checked_network
+from .upstream_networks import JwksNetworksConfig, UpstreamNetworksConfig, checked_network
 
 
 def _proxy(value: str) -> str:
@@ -101,6 +101,12 @@ class GatewayConfig(ConfigModel):
         description="The addresses upstream connections may reach (allow, deny), checked on each address a "
         "connect uses, after its name is resolved (see docs/security.md). Not changeable through the "
         "management API.",
+    )
+    jwks_networks: JwksNetworksConfig = Field(
+        default_factory=JwksNetworksConfig,
+        description="The addresses validate-jwt's JWKS fetches may connect to (allow, deny), besides "
+        "upstream_networks.deny, which they never reach; checked on each address a fetch connects to (see "
+        "docs/security.md). Not changeable through the management API.",
     )
     management: ManagementConfig = Field(
         default_factory=ManagementConfig, description="Rules for the management API (not changeable through it)."

@@ -1,4 +1,5 @@
-"""``upstream_networks``: the addresses upstream connections may reach, the file's for every API and an API's own.
+"""``upstream_networks``: the addresses upstream connections may reach, the file's for every API and an API's own;
+``jwks_networks``: those JWKS fetches may reach.
 
 A host name's addresses are what its DNS says at the moment, and a ``set-backend-service`` template
 whose host is a claim is what the token's issuer says: without a rule, a name rebound to
@@ -81,4 +82,31 @@ class ApiUpstreamNetworksConfig(ConfigModel):
     )
 
 
-__all__ = ["METADATA_NETWORKS", "ApiUpstreamNetworksConfig", "Network", "UpstreamNetworksConfig", "checked_network"]
+class JwksNetworksConfig(ConfigModel):
+    """The addresses ``validate-jwt``'s JWKS fetches may connect to, besides the top-level ``upstream_networks.deny``
+    (which they never reach). The file's alone: a management change may set a ``jwks_url``, never this."""
+
+    allow: list[Network] = Field(
+        default_factory=list,
+        max_length=MAX_NETWORKS,
+        description="Networks a JWKS fetch may connect to (empty: any that deny and upstream_networks.deny do "
+        "not list). upstream_networks.allow does not apply: it lists the backends, and an identity provider "
+        "is usually elsewhere.",
+    )
+    deny: list[Network] = Field(
+        default_factory=list,
+        max_length=MAX_NETWORKS,
+        description="Networks a JWKS fetch never connects to, besides upstream_networks.deny (e.g. the private "
+        "networks, when every identity provider is on the internet: a jwks_url set through the management "
+        "API then reaches no internal service). Default: none.",
+    )
+
+
+__all__ = [
+    "METADATA_NETWORKS",
+    "ApiUpstreamNetworksConfig",
+    "JwksNetworksConfig",
+    "Network",
+    "UpstreamNetworksConfig",
+    "checked_network",
+]

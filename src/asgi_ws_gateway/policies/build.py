@@ -211,7 +211,8 @@ class GatewayPolicies:
         self._builder = PolicyBuilder(self.store, clock, reuse=reuse)
         builder = self._builder
         builder.underscores_dropped = config.handshake_limits.headers_with_underscores == "drop"
-        builder.fetch_deny = tuple(config.upstream_networks.deny)
+        builder.fetch_allow = tuple(config.jwks_networks.allow)
+        builder.fetch_deny = (*config.upstream_networks.deny, *config.jwks_networks.deny)
         for j, header in enumerate(config.subscription_key.headers):
             if (problem := key_header_problem(header)) is not None:
                 builder.problems.append(f"subscription_key.headers[{j}]: {problem}")

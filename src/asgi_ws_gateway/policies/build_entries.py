@@ -134,8 +134,10 @@ class PolicyBuilder:
         self.built: list[Policy] = []
         self.locations: dict[int, Loc] = {}  # id(policy) -> where its entry is
         self._jwks: dict[tuple[str, float, float, float], JwksCache] = {}
+        self.fetch_allow: tuple[str, ...] = ()
+        """Networks a JWKS fetch may connect to (empty: any): the file's ``jwks_networks.allow``."""
         self.fetch_deny: tuple[str, ...] = METADATA_NETWORKS
-        """Networks a JWKS fetch never connects to: the file's ``upstream_networks.deny``."""
+        """Networks a JWKS fetch never connects to: the file's ``upstream_networks.deny`` and ``jwks_networks.deny``."""
         self._default_counters: dict[str, Loc] = {}
 
     def build(self, entries: Sequence[Any], loc: Loc, counter: str) -> list[Policy]:
@@ -301,7 +303,7 @@ class PolicyBuilder:
         if cache is None:
             cache = self._jwks[key] = JwksCache(
                 url,
-                guarded_fetch(self.fetch_deny),
+                guarded_fetch(self.fetch_allow, self.fetch_deny),
                 refresh_interval=refresh_interval,
                 min_refresh_interval=min_refresh_interval,
                 timeout=timeout,

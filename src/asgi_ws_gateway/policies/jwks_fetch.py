@@ -9,7 +9,9 @@ an attacker controls did the same by rebinding. Now each address a fetch is abou
 compared with that ``deny`` first, the very address handed to the connect (no second lookup between
 the two), spelled as the upstream connectors read it (:class:`~..upstream.address_guard.AddressGuard`:
 ``::ffff:169.254.169.254``, NAT64, ``0.0.0.0``). ``upstream_networks.allow`` is not applied: it lists
-the backends' networks, and an identity provider is usually elsewhere.
+the backends' networks, and an identity provider is usually elsewhere. The file's ``jwks_networks``
+is the fetch's own rule: its ``allow`` (where the identity providers are) and its ``deny`` (the
+private networks, say, which keeps a management change's ``jwks_url`` off every internal service).
 
 Through a proxy the environment names (``HTTPS_PROXY``; ``NO_PROXY`` exempts hosts from it), the proxy
 resolves the URL's host and connects: only a host written as an address is checked then.
@@ -38,9 +40,16 @@ class JwksAddressDenied(OSError):
     """Every address of the JWKS URL's host is in ``upstream_networks.deny``: nothing was connected to."""
 
 
-async def fetch_url(url: str, timeout: float, *, deny: Sequence[str] = ()) -> bytes:  # noqa: ASYNC109 - the whole fetch's bound
+async def fetch_url(
+    url: str,
+    timeout: float,  # noqa: ASYNC109 - the whole fetch's bound
+    *,
+    allow: Sequence[str] = (),
+    deny: Sequence[str] = (),
+) -> bytes:
     """GET ``url`` on the event loop; raises on anything but a 200 with at most 1 MiB, or after ``timeout``,
-    and without connecting when every address of its host is in ``deny`` (:class:`JwksAddressDenied`).
+    and without connecting when no address of its host is in ``allow`` (when given) and outside ``deny``
+    (:class:`JwksAddressDenied`).
 
     On the event loop, not in a worker thread: a thread cannot be stopped, and urllib's timeout
     bounds each socket read, so a host that sent its status line and headers a byte at a time held
@@ -53,7 +62,7 @@ async def fetch_url(url: str, timeout: float, *, deny: Sequence[str] = ()) -> by
     to ``ftp://``): the keys come from the URL the operator configured, or from nowhere. The body is
     read as sent (``Accept-Encoding: identity``, no decompression), as urllib read it.
     """
-    guard = _guard(tuple(deny))
+    guard = _guard(tuple(allow), tuple(deny))
     if guard is not None:
         literal = parse_ip(httpx2.URL(url).host)  # through a proxy, the one address this process sees
         if literal is not None and (why := guard.refusal(str(literal))) is not None:
@@ -76,20 +85,25 @@ async def fetch_url(url: str, timeout: float, *, deny: Sequence[str] = ()) -> by
     return b"".join(chunks)
 
 
-def guarded_fetch(deny: Sequence[str]) -> Callable[[str, float], Awaitable[bytes]]:
-    """:func:`fetch_url` that never connects to an address in ``deny`` (the file's ``upstream_networks.deny``)."""
-    networks = tuple(deny)
+def guarded_fetch(allow: Sequence[str], deny: Sequence[str]) -> Callable[[str, float], Awaitable[bytes]]:
+    """:func:`fetch_url` that connects only to an address in ``allow`` (``jwks_networks.allow``; empty: any)
+    and in no network of ``deny`` (``upstream_networks.deny`` and ``jwks_networks.deny``)."""
+    allowed, denied = tuple(allow), tuple(deny)
 
     async def fetch(url: str, timeout: float) -> bytes:  # noqa: ASYNC109 - the whole fetch's bound
-        return await fetch_url(url, timeout, deny=networks)
+        return await fetch_url(url, timeout, allow=allowed, deny=denied)
 
     return fetch
 
 
 @functools.lru_cache(maxsize=16)
-def _guard(deny: tuple[str, ...]) -> AddressGuard | None:
-    """One guard per deny list (its verdicts are remembered per address); None when nothing is denied."""
-    return AddressGuard("JWKS", (), deny) if deny else None
+def _guard(allow: tuple[str, ...], deny: tuple[str, ...]) -> AddressGuard | None:
+    """One guard per rule (its verdicts are remembered per address); None when the rule admits any address."""
+    if not allow and not deny:
+        return None
+    return AddressGuard(
+        "JWKS", (allow,), deny, rules=("jwks_networks.allow", "upstream_networks.deny or jwks_networks.deny")
+    )
 
 
 def _client(guard: AddressGuard | None) -> httpx2.AsyncClient:

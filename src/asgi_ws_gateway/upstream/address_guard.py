@@ -61,10 +61,19 @@ class AddressGuard:
         api: the API's name (for the log).
         allow: each list of networks an address must be in (the file's, the API's); empty lists are skipped.
         deny: networks an address must not be in.
+        rules: how a refusal names the allow and the deny lists (the JWKS fetch's are its own).
     """
 
-    def __init__(self, api: str, allow: Iterable[Sequence[str]], deny: Iterable[str]) -> None:
+    def __init__(
+        self,
+        api: str,
+        allow: Iterable[Sequence[str]],
+        deny: Iterable[str],
+        *,
+        rules: tuple[str, str] = ("upstream_networks.allow", "upstream_networks.deny"),
+    ) -> None:
         self.api = api
+        self._outside, self._inside = f"outside {rules[0]}", f"in {rules[1]}"
         self._allow = [Networks(networks) for networks in allow if networks]
         self._deny = Networks(deny)
         self._verdicts: dict[str, str | None] = {}  # address: why it is refused (None: admitted)
@@ -92,10 +101,10 @@ class AddressGuard:
             candidates += translated_ipv4s(address)
             carried = embedded_ipv4(address)
         if any(candidate in self._deny for candidate in candidates):
-            return "in upstream_networks.deny"
+            return self._inside
         for allow in self._allow:
             if address not in allow and (carried is None or carried not in allow):
-                return "outside upstream_networks.allow"
+                return self._outside
         return None
 
     def refused(self, host: str, port: int, address: str, why: str) -> None:
