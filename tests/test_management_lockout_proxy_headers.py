@@ -10,6 +10,7 @@ gateway's own ``trusted_proxies``. Real uvicorn with its defaults, both HTTP imp
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,18 @@ async def _status(managed: Managed, token: str, forwarded_for: str | None = None
 
 
 async def test_guesses_spread_over_forged_addresses_are_one_client(
-    upstream: UpstreamServer, tmp_path: Path, http: str
+    upstream: UpstreamServer, tmp_path: Path, http: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each guess naming another X-Forwarded-For address: locked after 30 all the same (none was)."""
+    """Each guess naming another X-Forwarded-For address: locked after 30 all the same (none was).
+    The rewrite is said once, in a WARNING."""
     config = {"apis": [api("echo", "/ws/echo", upstream)]}
     with managed_gateway(config, tmp_path / "state.json", proxy_headers=True, http=http) as managed:
-        statuses = [await _status(managed, f"guess-{n}", f"10.9.{n // 200}.{n % 200 + 1}") for n in range(40)]
+        with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway.management"):
+            statuses = [await _status(managed, f"guess-{n}", f"10.9.{n // 200}.{n % 200 + 1}") for n in range(40)]
         assert statuses == [401] * 30 + [429] * 10
         assert await _status(managed, TOKEN, "10.200.0.1") == 429  # a fresh forged address: still the same client
+    said = [r for r in caplog.records if "rewrote the client address" in r.getMessage()]
+    assert len(said) == 1
 
 
 async def test_a_forged_address_does_not_lock_its_owner_out(
@@ -59,11 +64,15 @@ async def test_a_forged_address_does_not_lock_its_owner_out(
         assert await _status(managed, TOKEN, "203.0.113.5") == 429  # the guesser itself, whatever it writes
 
 
-async def test_a_trusted_proxy_still_names_its_clients(upstream: UpstreamServer, tmp_path: Path, http: str) -> None:
+async def test_a_trusted_proxy_still_names_its_clients(
+    upstream: UpstreamServer, tmp_path: Path, http: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """uvicorn and trusted_proxies agreeing on 127.0.0.1: one forwarded client's guesses lock out neither
-    the proxy nor another client behind it."""
+    the proxy nor another client behind it, and nothing is warned about."""
     config = {"apis": [api("echo", "/ws/echo", upstream)], "trusted_proxies": ["127.0.0.1"]}
     with managed_gateway(config, tmp_path / "state.json", proxy_headers=True, http=http) as managed:
-        guesses = [await _status(managed, f"guess-{n}", "203.0.113.5") for n in range(31)]
+        with caplog.at_level(logging.WARNING, logger="asgi_ws_gateway.management"):
+            guesses = [await _status(managed, f"guess-{n}", "203.0.113.5") for n in range(31)]
         assert guesses == [401] * 30 + [429]
         assert await _status(managed, TOKEN, "198.51.100.7") == 200
+    assert not [r for r in caplog.records if "rewrote the client address" in r.getMessage()]

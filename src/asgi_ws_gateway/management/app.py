@@ -65,6 +65,7 @@ def create_management_app(
     (with the configuration file's ``management.allowed_hosts``; see :class:`~.forgery.HostCheck`).
     """
     lockout = lockout or Lockout()
+    rewritten: list[bool] = []  # warned once that the server rewrote scope["client"]
 
     async def json_body(request: Request) -> Any:
         return await read_json(request, limits)
@@ -85,6 +86,14 @@ def create_management_app(
             # 127.0.0.1): a guesser chose its own key, or the administrator's. Then trusted_proxies decide.
             scope = peer_scope(request.scope, request.receive)
             address = manager.gateway.client_ip(scope)  # behind trusted_proxies: the client, not the proxy
+            if scope is not request.scope and not rewritten and address != manager.gateway.client_ip(request.scope):
+                rewritten.append(True)  # once: uvicorn and trusted_proxies disagree (they may agree: no word then)
+                logger.warning(
+                    "management API: the server rewrote the client address from a forwarding header that "
+                    "trusted_proxies does not vouch for (uvicorn's --proxy-headers, on by default); the lockout "
+                    "counts the connection's own peer: list a proxy in front in trusted_proxies, or run uvicorn "
+                    "with --no-proxy-headers"
+                )
             user = loopback_user(scope, address)  # on loopback: which local user, not the shared address
             wait = lockout.wait(address, user)
             if wait:
