@@ -182,11 +182,15 @@ async def test_what_an_internal_service_answers_a_jwks_fetch_reaches_no_manageme
     assert all(secret not in text for text in [*answers, refused.decode()])
 
 
-async def test_the_metadata_address_is_refused_before_any_connect() -> None:
-    """The default deny: ``169.254.169.254`` and its IPv4-mapped spelling, refused before a socket opens."""
-    for url in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/"):
-        with pytest.raises(JwksAddressDenied):
-            await fetch_url(url, 5.0, deny=METADATA_NETWORKS)
+@pytest.mark.parametrize(
+    "host", ["169.254.169.254", "[::ffff:169.254.169.254]", "[::ffff:a9fe:a9fe]", "[64:ff9b::a9fe:a9fe]",
+             "2852039166", "0xa9.0xfe.0xa9.0xfe", "[fe80::1%25lo]"],
+)  # fmt: skip
+async def test_every_spelling_of_the_metadata_address_is_refused(host: str) -> None:
+    """The default deny: the metadata address however the URL writes it (a decimal or hexadecimal IPv4
+    the resolver reads, IPv4-mapped, NAT64, link-local with a zone), refused before any connect."""
+    with pytest.raises(JwksAddressDenied):
+        await fetch_url(f"http://{host}/latest/meta-data/", 5.0, deny=METADATA_NETWORKS)
 
 
 async def test_the_environments_proxy_still_carries_the_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
