@@ -53,10 +53,12 @@ async def listener(upstream: UpstreamServer) -> AsyncIterator[Listener]:
 
 
 def _by_region(name: str, path: str, upstream: UpstreamServer, key: str) -> dict[str, Any]:
+    """An API whose backend host is a claim; its backends on loopback, which a claim's host reaches only
+    where upstream_networks.allow names it."""
     return api(name, path, upstream, policies=[
         {"validate-jwt": {"secret": key, "algorithms": ["HS256"]}},
         {"set-backend-service": {"base_url": f"ws://{{jwt.region}}:{upstream.port}"}},
-    ])  # fmt: skip
+    ], upstream_networks={"allow": ["127.0.0.0/8"]})  # fmt: skip
 
 
 def _token(key: str, region: str) -> dict[str, str]:

@@ -88,7 +88,15 @@ async def test_a_backend_url_a_claim_filled_in_is_counted_as_the_configured_back
             {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}},
             {"set-backend-service": {"base_url": f"ws://{{jwt.region}}:{upstream.port}"}},
         ]
-        entry = {"name": "h", "path": "/h", "upstreams": [configured], "policies": policies}
+        # the test's backends are on loopback, which a claim's host reaches only where allow names it
+        loopback = {"allow": ["127.0.0.0/8", "::1"]}
+        entry = {
+            "name": "h",
+            "path": "/h",
+            "upstreams": [configured],
+            "policies": policies,
+            "upstream_networks": loopback,
+        }
         gateway = ProbedGateway({"apis": [entry]})
         url = uvicorn_server(gateway, ws=PASSTHROUGH).url("/h")
         port = int(configured.split(":")[2].split("/")[0])

@@ -245,6 +245,11 @@ class Template:
             self._parts.append(text)
 
     @property
+    def pieces(self) -> list[str | Reference]:
+        """The template in order: its literal texts and its references (their defaults left out)."""
+        return [part if isinstance(part, str) else part[0] for part in self._parts]
+
+    @property
     def references(self) -> list[Reference]:
         return [part[0] for part in self._parts if not isinstance(part, str)]
 

@@ -12,6 +12,7 @@ One job per module, each importing only modules listed before it:
 - ``hosts``: host patterns (``parse_host``, ``host_matches``, ``HostPattern``);
 - ``fields``: the models' base class and shared field types; the schema's policy placeholders;
 - ``apis``, ``products``, ``settings``, ``gateway``: the models, ``GatewayConfig`` the root;
+- ``picked_hosts``: which handshake values pick a ``set-backend-service`` host (read with ``public_suffixes``);
 - ``checks``: cross-field rules and warnings; ``files``: reading a file;
 - ``parsing``: ``parse_config``, the order of validation, and the imports of in-process apps.
 

@@ -19,7 +19,9 @@ from ..wire_numbers import parse_port
 from .apis import ApiConfig
 from .gateway import GatewayConfig
 from .keepalive_warnings import keepalive_warnings
+from .picked_hosts import NOTHING_PICKED, describe, picked_in_url
 from .regex_budget import regex_budget_problems, run_name
+from .upstream_networks import names_local
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -140,7 +142,9 @@ def config_warnings(config: GatewayConfig) -> list[str]:
     """What is valid but probably not meant: no API at all; passthrough asked for where it cannot be; a
     keepalive that costs CPU or drops healthy connections (:mod:`.keepalive_warnings`); a ``wss://``
     upstream whose certificate is not verified (``verify_tls: false``); a trusted proxy
-    network so wide that clients on the internet name their own address; a ``max_gateway_hops`` that lets
+    network so wide that clients on the internet name their own address; a ``set-backend-service`` host a
+    handshake value picks whole, or a port it picks on the gateway's own host (:func:`_picked_host_warnings`);
+    a ``max_gateway_hops`` that lets
     a forwarding loop multiply each handshake by many (:data:`MANY_HOPS`); a memory store allowed more
     keys per limit than memory holds (:data:`MANY_KEYS`); a Redis store waited on for long
     (:data:`LONG_STORE_WAIT`)."""
@@ -199,7 +203,7 @@ def config_warnings(config: GatewayConfig) -> list[str]:
             for j, upstream in enumerate(api.upstreams)
             if upstream.kind == "wss" and not upstream.verify_tls
         ),
-        *_claim_host_warnings(config),
+        *_picked_host_warnings(config),
         *broad,
     ]
 
@@ -391,40 +395,36 @@ def _redirect_entries(config: GatewayConfig, i: int, api: ApiConfig) -> Iterator
                 yield where, run_name(entry) if inherited else None, settings
 
 
-# A set-backend-service host with a claim and no fixed domain after it (``{jwt.host}``,
-# ``{jwt.sub}.{jwt.zone}``, ``{jwt.host}.``: a root dot is no domain): the token's issuer picks the whole
-# host. ``chat-{jwt.region}.internal`` keeps its domain (a label after a dot). The authority as written: up
-# to the path, without user info or port (digits or placeholders: a claim there picks the port, not the host).
-_CLAIM = re.compile(r"\{\s*jwt\.")
-_PORT = re.compile(r"[0-9]*(?:\{[^{}]*\}[0-9]*)*")
+def _picked_host_warnings(config: GatewayConfig) -> list[str]:
+    """A ``set-backend-service`` whose host or port a handshake value picks (:mod:`.picked_hosts`), where
+    that reaches more than the operator meant:
 
-
-def _claim_picks_host(base_url: Any) -> bool:
-    if not isinstance(base_url, str) or "://" not in base_url:
-        return False
-    authority = base_url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
-    host, colon, port = authority.rpartition(":")
-    if not colon or not _PORT.fullmatch(port):
-        host = authority
-    if not _CLAIM.search(host):
-        return False
-    return not any(host[host.rindex("}") + 1 :].split(".")[1:])  # no label after a dot past the last claim
-
-
-def _claim_host_warnings(config: GatewayConfig) -> list[str]:
-    """An API whose set-backend-service takes the whole host from a claim, with no upstream_networks.allow
-    (the file's or its own): the token's issuer sends its connections to any address not denied."""
+    * the whole host (``{jwt.host}``, ``{jwt.host}.me``, ``{var.x}.co.uk``), with no ``upstream_networks.allow``
+      (the file's or the API's): the value's source sends the API's connections to any address not denied;
+    * a port, on a host the operator wrote that is the gateway's own (``ws://127.0.0.1:{jwt.port}``), with no
+      ``allow`` entry naming it: every such handshake is refused (502), and naming it opens every port there.
+    """
     warnings = []
     for i, api in enumerate(config.apis):
-        if config.upstream_networks.allow or api.upstream_networks.allow:
-            continue
+        allows = [*config.upstream_networks.allow, *api.upstream_networks.allow]
         for where, _, settings in _redirect_entries(config, i, api):
-            if isinstance(settings, Mapping) and _claim_picks_host(settings.get("base_url")):
+            base_url = settings.get("base_url") if isinstance(settings, Mapping) else None
+            picked = picked_in_url(base_url) if isinstance(base_url, str) else NOTHING_PICKED
+            if picked.whole_host and not allows:
+                what, who = describe(tuple(dict.fromkeys(ref.partition(".")[0] for ref in picked.host)))
+                values = ", ".join("{" + ref + "}" for ref in picked.host)
                 warnings.append(
-                    f"API {api.name}: {where}.base_url takes the whole upstream host from a token's claim, "
-                    "and no upstream_networks.allow is set: the token's issuer can send this API's connections "
-                    "to any address not denied (127.0.0.1, the gateway's own networks); list its backends' "
-                    f"networks in apis[{i}].upstream_networks.allow"
+                    f"API {api.name}: {where}.base_url takes the whole upstream host from {what} ({values}), "
+                    f"and no upstream_networks.allow is set: {who} can send this API's connections to any "
+                    "address not denied (the gateway's private networks; its own host only where allow names "
+                    f"it); list its backends' networks in apis[{i}].upstream_networks.allow"
+                )
+            elif picked.port and not picked.host and picked.local and not any(map(names_local, allows)):
+                what, who = describe(tuple(dict.fromkeys(ref.partition(".")[0] for ref in picked.port)))
+                warnings.append(
+                    f"API {api.name}: {where}.base_url connects to the gateway's own host on a port {what} picks: "
+                    "refused (502) unless upstream_networks.allow names that address, and naming it lets "
+                    f"{who} reach every port there (its admin port, a Redis, a sidecar)"
                 )
     return warnings
 

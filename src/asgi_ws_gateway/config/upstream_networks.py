@@ -9,6 +9,7 @@ whose host is a claim is what the token's issuer says: without a rule, a name re
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -43,6 +44,23 @@ METADATA_NETWORKS = (
 )
 """Denied by default: cloud metadata services (credentials of the host's role) and link-local networks,
 where no WebSocket backend lives."""
+
+
+LOCAL_NETWORKS = ("127.0.0.0/8", "0.0.0.0/8", "::1/128", "::/128")
+"""The gateway's own host: loopback, and the unspecified addresses Linux connects to it. A host a handshake
+value picked (a claim, a custom policy's variable) reaches them only where an ``allow`` entry names them."""
+
+_LOCAL_V4 = [ipaddress.IPv4Network(n) for n in LOCAL_NETWORKS if ":" not in n]
+_LOCAL_V6 = [ipaddress.IPv6Network(n) for n in LOCAL_NETWORKS if ":" in n]
+
+
+def names_local(network: str) -> bool:
+    """Whether an ``allow`` entry lies inside :data:`LOCAL_NETWORKS` (``127.0.0.1``, ``::1/128``,
+    ``::ffff:127.0.0.1``): it names the gateway's own host. ``0.0.0.0/0`` covers it and names it not."""
+    parsed = parse_network(network)
+    if isinstance(parsed, ipaddress.IPv4Network):
+        return any(parsed.subnet_of(local) for local in _LOCAL_V4)
+    return any(parsed.subnet_of(local) for local in _LOCAL_V6)
 
 
 class UpstreamNetworksConfig(ConfigModel):
@@ -103,10 +121,12 @@ class JwksNetworksConfig(ConfigModel):
 
 
 __all__ = [
+    "LOCAL_NETWORKS",
     "METADATA_NETWORKS",
     "ApiUpstreamNetworksConfig",
     "JwksNetworksConfig",
     "Network",
     "UpstreamNetworksConfig",
     "checked_network",
+    "names_local",
 ]

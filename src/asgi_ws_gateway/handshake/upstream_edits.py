@@ -56,9 +56,14 @@ class UpstreamEdits:
         """Replace the upstream path (and, if ``target`` has one, set its query parameters)."""
         self._ops.append(("rewrite", target, None, "override" if copy_unmatched_params else "delete"))
 
-    def set_base_url(self, base_url: str) -> None:
-        """Send the connection to ``ws[s]://host[:port][/prefix]`` instead; the path is kept."""
-        self._ops.append(("base", base_url, None, "override"))
+    def set_base_url(self, base_url: str, *, picked: bool = True) -> None:
+        """Send the connection to ``ws[s]://host[:port][/prefix]`` instead; the path is kept.
+
+        ``picked``: a handshake value (a claim, a header, ...) chose the host or port, so it reaches the
+        gateway's own host (loopback) only where ``upstream_networks.allow`` names it. Default True:
+        code may build the URL from anything; pass False for a host the code itself fixes.
+        """
+        self._ops.append(("base", base_url, _PICKED if picked else None, "override"))
 
     def remove_subprotocol(self, value: str) -> None:
         self._ops.append(("subprotocol", value, None, "delete"))
@@ -81,6 +86,8 @@ class UpstreamEdits:
                 subprotocols = [p for p in subprotocols if p != name]
             else:
                 edits_url = True
+                if kind == "base":  # the last base URL set is the host connected to
+                    request.picked_host = value is _PICKED
         if edits_url:  # parsed and written again only when changed: header edits keep the URL as built
             request.url = _edited_url(request.url, self._ops, in_process)
         request.headers, request.subprotocols = headers, list(subprotocols)
@@ -113,6 +120,9 @@ def _edited_url(url: str, ops: list[tuple[str, str, str | None, ExistsAction]], 
     query = urlencode(params, quote_via=quote, safe="/:@!$'()*,", errors="surrogateescape")  # no ";"
     return urlunsplit((scheme, netloc, path, query, ""))
 
+
+_PICKED = "picked"
+"""A base-URL edit's mark: a handshake value picked its host or port."""
 
 _NAME = itemgetter(0)
 """A header's or a parameter's name in its ``(name, value)`` pair."""

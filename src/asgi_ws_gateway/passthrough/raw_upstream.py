@@ -328,6 +328,8 @@ async def _open(
             raise
         return transport, reader
 
+    if guard is not None and request.picked_host:
+        guard = guard.picked
     transport, reader = await RESOLVER.connect(host, port, attempt, dns_ttl, within, guard)
     try:
         head, _, rest = bytes(reader.buffer).partition(b"\r\n\r\n")

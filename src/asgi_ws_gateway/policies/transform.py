@@ -22,6 +22,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ..config.checks import configured_url_problem
 from ..config.fields import is_token
+from ..config.picked_hosts import picked_authority
 from ..handshake.context import HandshakeContext
 from ..templates import Reference, Template, TemplateTooLarge
 from ..upstream.checks import (
@@ -341,9 +342,12 @@ class SetBackendService:
     def __init__(self, settings: SetBackendSettings, env: PolicyEnv) -> None:
         self.name = "set-backend-service"
         self.base_url = Template(settings.base_url)
+        # A claim or a variable in the host or port: connected to under upstream_networks' rule for
+        # picked hosts (the gateway's own host only where allow names it); the operator's host as before.
+        self.picked = picked_authority(self.base_url).picked
 
     async def apply(self, context: HandshakeContext) -> None:
-        context.upstream.set_base_url(_url_part(self.base_url, context, _escape_path))
+        context.upstream.set_base_url(_url_part(self.base_url, context, _escape_path), picked=self.picked)
 
 
 __all__ = [

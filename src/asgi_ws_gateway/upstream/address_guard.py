@@ -12,6 +12,13 @@ address, a zone id (``fe80::1%eth0``) left aside, ``0.0.0.0`` and ``::`` (which 
 host itself) as ``127.0.0.1`` and ``::1``; and an IPv6 address that carries an IPv4 one (NAT64's
 ``64:ff9b::/96``, 6to4, ...) as ``ip-filter`` matches it: denied if any IPv4 address it may stand for
 is denied, allowed if it or the IPv4 address it carries is allowed.
+
+A host a handshake value picked (a claim or a custom policy's variable in a ``set-backend-service``
+host or port, or a URL a custom policy set) is held to :attr:`AddressGuard.picked` as well: the host's
+own addresses (:data:`LOCAL_NETWORKS`: loopback, ``0.0.0.0/8``, ``::``, in any spelling above) are
+refused there unless an ``allow`` list names them, an entry inside those networks (``127.0.0.1``,
+``::1/128``; ``0.0.0.0/0`` names no loopback). The issuer's ``127.0.0.1`` (or ``localhost``,
+``0.0.0.0``) reached the gateway's own admin port, a Redis or a sidecar under the default rule.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 
+from ..config.upstream_networks import LOCAL_NETWORKS, names_local
 from ..forwarded import IPAddress, Networks, embedded_ipv4, parse_ip, translated_ipv4s
 from ..log_throttle import OutageLog
 
@@ -28,6 +36,13 @@ logger = logging.getLogger(__name__)
 _LOCAL_V4 = ipaddress.IPv4Address("127.0.0.1")
 _LOCAL_V6 = ipaddress.IPv6Address("::1")
 _MAX_REMEMBERED = 4096
+
+_LOCAL = Networks(LOCAL_NETWORKS)
+PICKED_LOCAL = (
+    "on the gateway's own host (loopback), where a host a handshake value picked goes only if "
+    "upstream_networks.allow names it"
+)
+"""Why a picked host's local address is refused (the WARNING's words)."""
 
 DENIED = "network_denied"
 """The reason an address that is not connected to is counted by (``ws_gateway.upstream.address.failures``)."""
@@ -62,6 +77,10 @@ class AddressGuard:
         allow: each list of networks an address must be in (the file's, the API's); empty lists are skipped.
         deny: networks an address must not be in.
         rules: how a refusal names the allow and the deny lists (the JWKS fetch's are its own).
+
+    Attributes:
+        picked: the guard of a host a handshake value picked (itself, for that guard): besides these
+            rules, :data:`LOCAL_NETWORKS` refused unless an ``allow`` entry inside them covers the address.
     """
 
     def __init__(
@@ -71,13 +90,22 @@ class AddressGuard:
         deny: Iterable[str],
         *,
         rules: tuple[str, str] = ("upstream_networks.allow", "upstream_networks.deny"),
+        _picked_by: AddressGuard | None = None,
     ) -> None:
         self.api = api
         self._outside, self._inside = f"outside {rules[0]}", f"in {rules[1]}"
-        self._allow = [Networks(networks) for networks in allow if networks]
-        self._deny = Networks(deny)
+        lists = [list(networks) for networks in allow if networks]
+        denied = list(deny)
+        self._allow = [Networks(networks) for networks in lists]
+        self._deny = Networks(denied)
+        # allow entries inside the local networks: what a picked host may reach of them
+        self._named_local = Networks(n for networks in lists for n in networks if names_local(n))
+        self._local = _picked_by is not None
         self._verdicts: dict[str, str | None] = {}  # address: why it is refused (None: admitted)
         self._logs: dict[tuple[str, str], OutageLog] = {}
+        self.picked: AddressGuard = (
+            self if _picked_by is not None else AddressGuard(api, lists, denied, rules=rules, _picked_by=self)
+        )
 
     def refusal(self, address: str) -> str | None:
         """Why ``address`` (as a resolver answers it, or a literal host) may not be connected to; None if it may."""
@@ -105,6 +133,13 @@ class AddressGuard:
         for allow in self._allow:
             if address not in allow and (carried is None or carried not in allow):
                 return self._outside
+        if (
+            self._local
+            and any(candidate in _LOCAL for candidate in candidates)
+            and address not in self._named_local
+            and (carried is None or carried not in self._named_local)
+        ):
+            return PICKED_LOCAL
         return None
 
     def refused(self, host: str, port: int, address: str, why: str) -> None:
@@ -124,4 +159,4 @@ class AddressGuard:
             )  # fmt: skip
 
 
-__all__ = ["DENIED", "AddressDenied", "AddressGuard", "reached"]
+__all__ = ["DENIED", "PICKED_LOCAL", "AddressDenied", "AddressGuard", "reached"]

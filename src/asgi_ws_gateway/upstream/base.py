@@ -76,6 +76,9 @@ class UpstreamRequest:
     subprotocols: list[str]
     scope: Scope = field(repr=False)
     path_params: dict[str, str] = field(default_factory=dict)
+    picked_host: bool = False
+    """Whether a handshake value picked the URL's host or port (a claim in a ``set-backend-service`` host, a
+    URL a custom policy set): connected to under the stricter :attr:`~.address_guard.AddressGuard.picked`."""
 
 
 class Connector(Protocol):

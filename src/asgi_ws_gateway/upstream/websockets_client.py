@@ -124,7 +124,8 @@ class WebSocketsConnector:
 
         try:
             async with asyncio.timeout(api.connect_timeout):  # the name's lookup too
-                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl, api.connect_timeout, self.guard)
+                guard = self.guard.picked if self.guard is not None and request.picked_host else self.guard
+                ws = await RESOLVER.connect(host, port, open_at, api.dns_ttl, api.connect_timeout, guard)
         except InvalidStatus as exc:
             response = exc.response
             raise upstream_refusal(
