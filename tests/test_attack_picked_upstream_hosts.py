@@ -256,6 +256,24 @@ async def test_the_last_base_url_set_decides_whether_the_host_was_picked(
         assert await _status(url, **_bearer(host="127.0.0.1")) == 101
 
 
+@pytest.mark.parametrize(("region", "status"), [("eu", 101), ("eu.x", 400), ("eu.", 400), (".eu", 400)])
+@pytest.mark.parametrize("connector", list(CONNECTORS))
+async def test_a_value_fills_only_the_label_the_template_began(
+    uvicorn_server: UvicornFactory, dns: dict[str, list[str]], connector: str, region: str, status: int
+) -> None:
+    """``chat-{jwt.region}.<domain>`` is one label the operator began: a region with a dot would make another
+    name (``chat-eu.x.<domain>``, which resolves here): refused 400 before any connect."""
+    domain = f"{uuid.uuid4().hex[:8]}.picked-test"
+    for name in ("chat-eu", "chat-eu.x", "chat-eu.", "chat-.eu"):
+        dns[f"{name}.{domain}"] = ["127.0.0.1"]
+    with UpstreamServer() as upstream:
+        base_url = f"ws://chat-{{jwt.region}}.{domain}:{upstream.port}/echo"
+        policies = [_JWT, {"set-backend-service": {"base_url": base_url}}]
+        url = _gateway(uvicorn_server, connector, policies=policies, upstream_networks={"allow": ["127.0.0.1"]})
+        assert await _status(url, **_bearer(region=region)) == status
+        assert len(upstream.handshakes) == (1 if status == 101 else 0)
+
+
 # -- the warnings: start-up, check, a management change -----------------------------------------------------------
 
 

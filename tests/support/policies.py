@@ -78,12 +78,16 @@ async def denied(apply: Awaitable[object]) -> HandshakeDenied:
 async def backend_claim_refusal(
     base_url: str, claims: dict[str, Any], upstream: str = "wss://up:9/x"
 ) -> HandshakeDenied:
-    """The refusal to build the upstream request once ``set-backend-service`` rendered ``base_url`` with the
-    token's ``claims`` (fails the test if the request is built)."""
+    """The refusal of ``set-backend-service`` rendering ``base_url`` with the token's ``claims``: the policy's
+    own (a value that would split a label the template began), or the upstream request's once built
+    (fails the test if the request is built)."""
     policy = build({"set-backend-service": {"base_url": base_url}})
     handshake = context()
     handshake.claims = claims
-    await policy.apply(handshake)
+    try:
+        await policy.apply(handshake)
+    except HandshakeDenied as by_policy:
+        return by_policy
     api = load_config({"apis": [{"name": "c", "path": "/ws/chat", "upstreams": [upstream]}]}).apis[0]
     with pytest.raises(HandshakeDenied) as refused:
         handshake.build_request(api, api.upstreams[0])

@@ -4,8 +4,10 @@ A value a handshake brings (a claim, a custom policy's variable) written into th
 where the gateway connects: such a connect is held to ``upstream_networks``' stricter rule for picked
 hosts (the gateway's own host only where ``allow`` names it), and a value that picks the *whole* host
 is warned about at start-up. Values are percent-encoded into the URL (``:``, ``@``, ``/``, ``[`` never
-reach it as written), so a value fills only its place; but a value may hold dots, and a host's labels
-past the value are the operator's only when they hold a registrable domain:
+reach it as written), and one in a label the operator began (``chat-{jwt.region}``) may hold no dot
+(:attr:`PickedAuthority.in_label`, refused per handshake), so a value fills only its place; but a value
+that is a whole label may hold dots, and a host's labels past the value are the operator's only when they
+hold a registrable domain:
 
 * ``chat-{jwt.region}.internal``, ``{jwt.tenant}.chat.example.com``: the operator's domain;
 * ``{jwt.host}``, ``{jwt.sub}.{jwt.zone}``, ``{jwt.host}.`` (a root dot is no domain), ``chat-{jwt.region}``

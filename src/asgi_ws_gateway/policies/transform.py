@@ -24,10 +24,11 @@ from ..config.checks import configured_url_problem
 from ..config.fields import is_token
 from ..config.picked_hosts import picked_authority
 from ..handshake.context import HandshakeContext
-from ..templates import Reference, Template, TemplateTooLarge
+from ..templates import Reference, Template, TemplateTooLarge, to_text
 from ..upstream.checks import (
     MAX_UPSTREAM_LINE,
     MAX_UPSTREAM_URL,
+    bad_request,
     header_too_large,
     header_value_room,
     url_too_long,
@@ -344,9 +345,18 @@ class SetBackendService:
         self.base_url = Template(settings.base_url)
         # A claim or a variable in the host or port: connected to under upstream_networks' rule for
         # picked hosts (the gateway's own host only where allow names it); the operator's host as before.
-        self.picked = picked_authority(self.base_url).picked
+        picked = picked_authority(self.base_url)
+        self.picked = picked.picked
+        # A value in a label the template shares with its own text fills that label only (no dot).
+        self.in_label = list(
+            {str(ref): ref for ref in self.base_url.references if str(ref) in picked.in_label}.values()
+        )
 
     async def apply(self, context: HandshakeContext) -> None:
+        for ref in self.in_label:
+            value = ref.resolve(context)
+            if value is not None and "." in to_text(value):
+                raise bad_request("a value would split a label of the upstream host (it holds a dot)")
         context.upstream.set_base_url(_url_part(self.base_url, context, _escape_path), picked=self.picked)
 
 
