@@ -51,6 +51,7 @@ from support.dns import fake_dns
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
+from support.management import api, managed_gateway
 from support.servers import CountingListener, UvicornFactory
 from support.upstream import UpstreamServer
 
@@ -364,6 +365,19 @@ def test_check_warns_about_each_picked_host_by_its_namespace(tmp_path: Path) -> 
                           "from a custom policy's variable ({var.backend})")  # fmt: skip
     assert port.startswith("API port: apis[2].policies[2].set-backend-service.base_url connects to the gateway's "
                            "own host on a port a token's claim picks")  # fmt: skip
+
+
+async def test_a_management_change_answers_with_the_picked_host_warning(
+    upstream: UpstreamServer, tmp_path: Path
+) -> None:
+    """``POST /_gateway/apis`` of an API whose claim picks the host under ``.me``: 201, with the warning."""
+    base_url = {"set-backend-service": {"base_url": "ws://{jwt.host}.me:9000/x"}}
+    with managed_gateway({"apis": [api("echo", "/ws/echo", upstream)]}, tmp_path / "state.json") as running:
+        async with running.http() as http:
+            created = await http.post("apis", json=api("me", "/ws/me", upstream, policies=[_JWT, base_url]))
+    assert created.status_code == 201, created.text
+    (warning,) = [w for w in created.json().get("warnings", []) if "base_url" in w]
+    assert "takes the whole upstream host from a token's claim ({jwt.host})" in warning
 
 
 _PLUGIN_SOURCE = """
