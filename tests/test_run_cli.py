@@ -19,7 +19,7 @@ import yaml
 
 from support.clients import connect, expect_status
 from support.configs import api_entry, build_config, write_config
-from support.processes import GatewayProcess, ServerProcess, ready_server
+from support.processes import GatewayProcess, ServerProcess, main_in_process, ready_server
 from support.servers import free_port
 from support.upstream import UpstreamServer
 
@@ -321,11 +321,11 @@ def test_management_host_chooses_where_the_management_port_listens(
 
 
 def test_management_host_without_a_management_port_is_a_usage_error(
-    tmp_path: Path, upstream_server: UpstreamServer
+    tmp_path: Path, upstream_server: UpstreamServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A --management path is served on --host's port: an address for it alone would be silently ignored."""
-    args = [*RUN, str(_config(tmp_path, upstream_server)), "--port", str(free_port()), "--management", "/_gateway",
-            "--management-host", "127.0.0.1"]  # fmt: skip
-    with ServerProcess(args, port=0, env={"ASGI_WS_GATEWAY_ADMIN_TOKEN": "t" * 32}) as server:
-        assert server.wait_exit() == 2
-        assert "--management-host needs --management-port" in server.stderr()
+    monkeypatch.setenv("ASGI_WS_GATEWAY_ADMIN_TOKEN", "t" * 32)
+    code, _, err = main_in_process("run", str(_config(tmp_path, upstream_server)), "--port", str(free_port()),
+                                   "--management", "/_gateway", "--management-host", "127.0.0.1")  # fmt: skip
+    assert code == 2
+    assert "--management-host needs --management-port" in err

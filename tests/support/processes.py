@@ -371,12 +371,18 @@ async def cli(*args: str, stdin: str | None = None, **env: str) -> tuple[int, st
 Cli = Callable[..., Awaitable[tuple[int, str, str]]]
 
 
+def _served(*args: object, **kwargs: object) -> int:
+    raise AssertionError("main_in_process: the command went on to serve")
+
+
 def main_in_process(*args: str) -> tuple[int, str, str]:
     """``asgi-ws-gateway ARGS`` (a command that serves nothing: ``check``, a refusal) answered by ``cli.main`` in
     this process: (exit code, stdout, stderr). The interpreter's start and imports were most of such a call's time.
     What the process would write to stderr is here: a WARNING or worse logged with no handler configured (Python's
-    last resort in a process) goes to its stderr too."""
+    last resort in a process) goes to its stderr too. A command that would serve fails the test at once (it would
+    serve in this process until the test's timeout)."""
     from asgi_ws_gateway.cli import main
+    from asgi_ws_gateway.server import serving
 
     out, err = io.StringIO(), io.StringIO()
     last_resort = logging.StreamHandler(err)
@@ -384,6 +390,7 @@ def main_in_process(*args: str) -> tuple[int, str, str]:
     path = list(sys.path)  # main puts the working directory first, as uvicorn does
     environ = dict(os.environ)  # run sets its workers' variables before some of its refusals
     logging.getLogger().addHandler(last_resort)
+    serve, serving.serve = serving.serve, _served
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -391,6 +398,7 @@ def main_in_process(*args: str) -> tuple[int, str, str]:
             except SystemExit as exc:  # --help, a usage error
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
+        serving.serve = serve
         logging.getLogger().removeHandler(last_resort)
         sys.path[:] = path
         os.environ.clear()
