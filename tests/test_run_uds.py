@@ -25,8 +25,9 @@ from websockets.exceptions import InvalidStatus
 from asgi_ws_gateway.management import ManagementClient
 from asgi_ws_gateway.telemetry import names as n
 from support.otlp import OtlpReceiver
-from support.processes import SRC, ServerProcess
+from support.processes import SRC, ServerProcess, main_in_process
 from support.servers import free_port
+from support.uds import claim_refusal
 from support.upstream import UpstreamServer
 
 
@@ -186,7 +187,8 @@ async def test_a_gateway_stopping_leaves_the_socket_of_the_one_that_replaced_it(
 
 @pytest.mark.parametrize("case", ["live socket", "not a socket", "no directory", "too long"])
 def test_an_unusable_path_is_an_error_naming_it(tmp_path: Path, socket_dir: Path, case: str) -> None:
-    """Exit 7 (could not start serving) with the path and why; a live socket and a file are left alone."""
+    """Exit 7 (could not start serving) with the path and why; a live socket and a file are left alone. The
+    live socket through ``run``, the others as ``claim_refusal`` reads them."""
     sock = socket_dir / "gw.sock"
     expected = {"live socket": "another server listens on it", "not a socket": "a file that is not a socket",
                 "no directory": "its directory", "too long": "the path is longer than"}[case]  # fmt: skip
@@ -201,9 +203,12 @@ def test_an_unusable_path_is_an_error_naming_it(tmp_path: Path, socket_dir: Path
     else:
         sock = socket_dir / ("x" * 120)
     try:
-        with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
-            assert server.wait_exit() == 7
-            stderr = server.stderr()
+        if case == "live socket":
+            with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+                assert server.wait_exit() == 7
+                stderr = server.stderr()
+        else:
+            stderr = claim_refusal(sock)
     finally:
         listener.close()
     assert f"error: --uds {sock}: {expected}" in stderr
@@ -216,9 +221,9 @@ def test_an_unusable_path_is_an_error_naming_it(tmp_path: Path, socket_dir: Path
 def test_uds_excludes_host_and_port(tmp_path: Path, socket_dir: Path, flag: list[str]) -> None:
     """``--uds`` with ``--host`` or ``--port`` is a usage error (exit 2), nothing bound."""
     sock = socket_dir / "gw.sock"
-    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock), *flag) as server:
-        assert server.wait_exit() == 2
-        assert "--uds listens on a Unix socket instead of --host and --port" in server.stderr()
+    code, _, err = main_in_process("run", str(_config(tmp_path, None)), "--uds", str(sock), *flag)
+    assert code == 2
+    assert "--uds listens on a Unix socket instead of --host and --port" in err
     assert not sock.exists()
 
 

@@ -30,6 +30,7 @@ from asgi_ws_gateway.server.unix_socket import claim_socket, remove_socket
 from asgi_ws_gateway.server.unix_socket_lock import socket_path_lock
 from asgi_ws_gateway.socket_access import replaceable_by_others
 from support.processes import ServerProcess, main_in_process
+from support.uds import claim_refusal
 from support.upstream import UpstreamServer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a second user is made with useradd (root)")
@@ -70,6 +71,16 @@ def _config(tmp: Path, upstream: UpstreamServer | None, **top: Any) -> Path:
 
 def _run(tmp: Path, config: Path, *args: str) -> ServerProcess:
     return ServerProcess(["-m", "asgi_ws_gateway", "run", str(config), *args], port=0, cwd=tmp)
+
+
+def _refused(tmp_path: Path, sock: Path, *, through_run: bool) -> str:
+    """What ``run --uds sock`` writes to stderr as it exits 7, refused the path before it serves: by a ``run``
+    process, or as :func:`~support.uds.claim_refusal` reads it in this process."""
+    if not through_run:
+        return claim_refusal(sock)
+    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
+        assert server.wait_exit() == 7
+        return server.stderr()
 
 
 _FORGE = """
@@ -295,7 +306,7 @@ async def test_a_stopping_gateway_removes_its_socket_under_the_lock(tmp_path: Pa
 @pytest.mark.parametrize("planted", ["symlink", "other user's file", "directory"])
 def test_a_planted_lock_file_is_refused(tmp_path: Path, socket_dir: Path, other_user: str, planted: str) -> None:
     """Another user's symlink, file or directory at ``PATH.lock`` (a world-writable directory): exit 7 naming
-    it, the link's target neither created nor touched, nothing bound."""
+    it, the link's target neither created nor touched, nothing bound (the symlink through ``run``)."""
     sock = socket_dir / "gw.sock"
     lock = socket_dir / "gw.sock.lock"
     target = tmp_path / "victim"
@@ -310,9 +321,7 @@ def test_a_planted_lock_file_is_refused(tmp_path: Path, socket_dir: Path, other_
         user = pwd.getpwnam(other_user)
         os.chown(lock, user.pw_uid, user.pw_gid)
         expected = f"(a file) belongs to user {other_user} (uid {user.pw_uid})"
-    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
-        assert server.wait_exit() == 7
-        stderr = server.stderr()
+    stderr = _refused(tmp_path, sock, through_run=planted == "symlink")
     assert f"error: --uds {sock}: its lock file {lock} {expected}" in stderr
     assert "Traceback" not in stderr
     assert not target.exists()
@@ -325,7 +334,7 @@ def test_a_planted_lock_file_is_refused(tmp_path: Path, socket_dir: Path, other_
 @pytest.mark.parametrize("planted", ["symlink to a file", "dangling symlink", "symlink to a socket", "directory"])
 def test_what_is_planted_at_the_path_is_refused_and_left(tmp_path: Path, socket_dir: Path, planted: str) -> None:
     """A symlink (to a file, to nothing, to a stale socket) or a directory at PATH: exit 7, left as it was,
-    never followed (no socket made at a link's target)."""
+    never followed (no socket made at a link's target; the link to a socket through ``run``)."""
     sock = socket_dir / "gw.sock"
     target = socket_dir / "target"
     if planted == "symlink to a file":
@@ -337,9 +346,7 @@ def test_what_is_planted_at_the_path_is_refused_and_left(tmp_path: Path, socket_
         sock.mkdir()
     else:
         sock.symlink_to(target)
-    with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
-        assert server.wait_exit() == 7
-        stderr = server.stderr()
+    stderr = _refused(tmp_path, sock, through_run=planted == "symlink to a socket")
     assert f"error: --uds {sock}: a file that is not a socket is there (not replaced)" in stderr
     assert sock.is_dir() if planted == "directory" else sock.is_symlink()
     assert planted != "dangling symlink" or not target.exists()
@@ -361,9 +368,8 @@ def test_another_users_live_socket_in_a_shared_directory_is_left(
                           stdout=subprocess.PIPE, text=True, cwd="/") as impostor:  # fmt: skip
         try:
             assert impostor.stdout is not None and impostor.stdout.readline() == "ready\n"
-            with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
-                assert server.wait_exit() == 7
-                assert f"a socket there belongs to user {other_user} (uid {user.pw_uid})" in server.stderr()
+            stderr = _refused(tmp_path, sock, through_run=False)
+            assert f"a socket there belongs to user {other_user} (uid {user.pw_uid})" in stderr
             assert os.lstat(sock).st_uid == user.pw_uid
         finally:
             impostor.kill()
@@ -525,16 +531,16 @@ def test_another_users_squat_on_the_path_is_refused_naming_them(
     """Another user's file, symlink, FIFO or socket at PATH or PATH.lock in a sticky, world-writable directory
     (``/tmp``): exit 7 naming the path and its owner, never followed, never waited on, left as it was. Before:
     their stale socket was removed (by a root gateway) and PATH taken; a live one whose backlog they kept full
-    held the start-up in ``connect`` for ever; the errors named no owner."""
+    held the start-up in ``connect`` for ever; the errors named no owner. Through ``run``: a live socket at
+    PATH (a wait there would hold this process, not a child) and a symlink at PATH.lock."""
     open_dir.chmod(0o1777)
     sock = open_dir / "gw.sock"
     planted = open_dir / "gw.sock.lock" if at_lock else sock
     user = pwd.getpwnam(other_user)
     with _planted_by(other_user, planted, what):
         before = os.lstat(planted)
-        with _run(tmp_path, _config(tmp_path, None), "--uds", str(sock)) as server:
-            assert server.wait_exit() == 7
-            stderr = server.stderr()
+        through_run = what == ("symlink" if at_lock else "live socket, backlog full")
+        stderr = _refused(tmp_path, sock, through_run=through_run)
         after = os.lstat(planted)
     assert (after.st_ino, after.st_uid) == (before.st_ino, user.pw_uid)
     assert stderr.count(f"error: --uds {sock}: ") == 1
