@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from support.mtls import make_mutual_ca
-from support.processes import EXE, ServerProcess, cli_env
+from support.processes import EXE, ServerProcess, cli_env, main_in_process
 from support.servers import free_port
 from support.tls import make_ca
 
@@ -75,32 +75,41 @@ def _api(**policy: object) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("document", "mode", "warned"),
+    ("document", "mode", "warned", "as_process"),
     [
         ({"apis": [_api(**{"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "a"}})]},
-         0o644, True),
-        ({"store": {"type": "redis", "url": "redis://:hunter2hunter2@127.0.0.1:9/0"}, "apis": [_api()]}, 0o644, True),
+         0o644, True, True),
+        ({"store": {"type": "redis", "url": "redis://:hunter2hunter2@127.0.0.1:9/0"}, "apis": [_api()]}, 0o644, True,
+         False),
         ({"apis": [_api(**{"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "a"}})]},
-         0o600, False),
+         0o600, False, False),
         ({"apis": [_api(**{"validate-jwt": {"algorithms": ["HS256"], "secret_env": "GW_SECRET", "audience": "a"}})]},
-         0o644, False),
+         0o644, False, False),
     ],
     ids=["hs-secret", "redis-password", "hs-secret-0600", "secret-env"],
 )  # fmt: skip
 def test_check_names_a_configuration_with_secrets_every_user_can_read(
-    open_dir: Path, document: dict[str, object], mode: int, warned: bool
-) -> None:
+    open_dir: Path, document: dict[str, object], mode: int, warned: bool, as_process: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """``check`` (text and ``--json``) warns of a file of secrets every user can read: by ``check`` processes
+    (``as_process``), else ``cli.main`` in this process (a process's start was most of a case's time)."""
     config = open_dir / "gateway.yaml"
     config.write_text(yaml.safe_dump(document))
     config.chmod(mode)
-    env = cli_env(GW_SECRET=HS_SECRET)
-    done = subprocess.run([str(EXE), "check", str(config)], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert (f"warning: {config} {READABLE}" in done.stderr) is warned, done.stderr
-    assert HS_SECRET not in done.stderr and "hunter2" not in done.stderr
-    done = subprocess.run([str(EXE), "check", str(config), "--json"], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
-    assert any(READABLE in warning for warning in json.loads(done.stdout)["warnings"]) is warned, done.stdout
+    if as_process:
+        env = cli_env(GW_SECRET=HS_SECRET)
+        text, as_json = (subprocess.run([str(EXE), "check", str(config), *json_flag], env=env, capture_output=True,
+                                        text=True, timeout=60) for json_flag in ([], ["--json"]))  # fmt: skip
+        code, err, json_out = text.returncode, text.stderr, as_json.stdout
+    else:
+        monkeypatch.setenv("GW_SECRET", HS_SECRET)
+        code, _, err = main_in_process("check", str(config))
+        _, json_out, _ = main_in_process("check", str(config), "--json")
+    assert code == 0, err
+    assert (f"warning: {config} {READABLE}" in err) is warned, err
+    assert HS_SECRET not in err and "hunter2" not in err
+    assert any(READABLE in warning for warning in json.loads(json_out)["warnings"]) is warned, json_out
 
 
 def test_run_names_a_configuration_with_secrets_every_user_can_read_once(open_dir: Path) -> None:
