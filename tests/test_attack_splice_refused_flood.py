@@ -20,13 +20,17 @@ import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from support.configs import build_config, write_config
+from support import tls
+from support.configs import api_entry, write_config
 from support.hostile import CONNECTORS
 from support.processes import GatewayProcess
 from support.rawhttp import accept_upstream_blocking
@@ -58,12 +62,12 @@ def _small_send_buffer(sock: socket.socket) -> None:
     sock.settimeout(20)  # a gateway reading nothing fails the test instead of hanging it
 
 
-def _client_floods(port: int) -> tuple[int, bytes]:
+def _client_floods(port: int, path: str) -> tuple[int, bytes]:
     """A client that sends a bad frame, then zeros: what it sent, and the first bytes it could read."""
     with socket.socket() as sock:
         _small_send_buffer(sock)
         sock.connect(("127.0.0.1", port))
-        upgrade_blocking(sock, port, "/ws/echo")
+        upgrade_blocking(sock, port, path)
         sock.sendall(BAD_FROM_CLIENT)
         sent = _flood(sock)
         try:
@@ -73,13 +77,13 @@ def _client_floods(port: int) -> tuple[int, bytes]:
         return sent, first
 
 
-def _client_answers_the_close_with_a_bad_frame_and_floods(port: int) -> tuple[int, bytes]:
+def _client_answers_the_close_with_a_bad_frame_and_floods(port: int, path: str) -> tuple[int, bytes]:
     """A client that reads the gateway's close frame, answers it with a bad frame, then sends zeros: what it
     sent, and the close frame it read first."""
     with socket.socket() as sock:
         _small_send_buffer(sock)
         sock.connect(("127.0.0.1", port))
-        got = upgrade_blocking(sock, port, "/ws/echo")
+        got = upgrade_blocking(sock, port, path)
         while len(got) < len(CLOSE_FROM_UPSTREAM):
             got += sock.recv(len(CLOSE_FROM_UPSTREAM) - len(got))
         sock.sendall(BAD_FROM_CLIENT)
@@ -87,11 +91,11 @@ def _client_answers_the_close_with_a_bad_frame_and_floods(port: int) -> tuple[in
 
 
 class _RawUpstream:
-    """A raw upstream served from a thread: one connection, handled by :meth:`_serve`."""
+    """A raw upstream served from a thread on ``listener`` (the module gateway's API for the case names its
+    port): one connection, handled by :meth:`_serve`."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
         self.sent: int | None = None
         self.connection: socket.socket | None = None  # the one accepted, for :meth:`hang_up`
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -126,9 +130,9 @@ class _FloodingUpstream(_RawUpstream):
 class _TLSFloodingUpstream(_RawUpstream):
     """A wss:// upstream: answers 101 with a bad frame over TLS, then floods zeros; ``sent`` once it is done."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, listener: socket.socket, context: ssl.SSLContext) -> None:
         self.context = context
-        super().__init__()
+        super().__init__(listener)
 
     def _serve(self) -> None:
         connection, _ = self.listener.accept()
@@ -166,69 +170,116 @@ class _SinkUpstream(_RawUpstream):
                     pass
 
 
+CASES = [
+    *(("client", connector) for connector in ("splice", "frame relay", "relay")),
+    *(("close", connector) for connector in ("splice", "frame relay", "relay")),
+    *((f"upstream {scheme}", connector) for connector in ("splice", "frame relay") for scheme in ("ws", "wss")),
+]
+"""(what the case's upstream does, its connector): each case an API of the module gateway's own."""
+
+
+@dataclass
+class Gateway:
+    """One ``run`` for the module: an API per case at ``/ws/<n>``, its upstream's port listening (each test
+    serves its own listener); the CA of the wss:// upstreams; the gateway's log."""
+
+    process: GatewayProcess
+    listeners: dict[tuple[str, str], socket.socket]
+    ca: tls.TestCA
+    log: Path
+
+    def path(self, case: tuple[str, str]) -> str:
+        return f"/ws/{CASES.index(case)}"
+
+    def log_since(self, offset: int) -> str:
+        return self.log.read_bytes()[offset:].decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The cases' gateway: one process (a start was most of a case's CPU), each case's API and upstream its own,
+    so no case reads what another sends; close_timeout 30 s everywhere (only the byte bound ends a flood)."""
+    directory = tmp_path_factory.mktemp("flood")
+    ca = make_ca(directory)
+    listeners = {case: socket.create_server(("127.0.0.1", 0)) for case in CASES}
+    apis = []
+    for index, (upstream, connector) in enumerate(CASES):
+        port = listeners[upstream, connector].getsockname()[1]
+        tls = upstream == "upstream wss"
+        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/"
+        entry = {"url": url, "verify_tls": False} if tls else url  # (a certificate of the test's own CA)
+        fields: dict[str, Any] = {**API, **CONNECTORS[connector], "upstreams": [entry]}
+        apis.append(api_entry(name=f"case{index}", path=f"/ws/{index}", **fields))
+    log = directory / "gateway.log"
+    process = GatewayProcess([str(write_config(directory, {"apis": apis}))], cwd=directory, workers=1, log=log)
+    try:
+        asyncio.run(process.__aenter__())  # no loop runs yet: a module fixture's start, once
+        yield Gateway(process, listeners, ca, log)
+    finally:
+        process.stop()
+        for listener in listeners.values():
+            listener.close()
+    assert "Traceback" not in log.read_text()
+
+
 @pytest.mark.parametrize("connector", ["splice", "frame relay", "relay"])
 async def test_a_client_flooding_after_its_bad_frame_is_reset_after_a_bounded_read(
-    tmp_path: Path, connector: str
+    gateway: Gateway, connector: str
 ) -> None:
     """A client that sends a bad frame, then floods, is reset after a few MiB, its 1002 first."""
-    upstream = _SinkUpstream()
-    log = tmp_path / "gateway.log"
+    case = ("client", connector)
+    upstream, offset = _SinkUpstream(gateway.listeners[case]), gateway.log.stat().st_size
     try:
-        config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
-        async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
-            sent, first = await asyncio.to_thread(_client_floods, gateway.port)
-            upstream.hang_up()
+        sent, first = await asyncio.to_thread(_client_floods, gateway.process.port, gateway.path(case))
+        upstream.hang_up()
     finally:
         upstream.close()
     assert sent < BOUND, f"{sent >> 20} MiB were read from a client refused for a bad frame"
     assert first[:1] == b"\x88" and first[2:4] == b"\x03\xea"  # its close frame, 1002, was out before the reset
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in gateway.log_since(offset)
 
 
 @pytest.mark.parametrize("connector", ["splice", "frame relay", "relay"])
 async def test_a_client_answering_the_close_with_a_bad_frame_then_flooding_is_reset_after_a_bounded_read(
-    tmp_path: Path, connector: str
+    gateway: Gateway, connector: str
 ) -> None:
     """The gateway's close sent first (its upstream closed), then the client's bad frame and flood: reset
     after a few MiB too. The relay's client leg bounded a bad frame only when it came before any close: one
     answering the close read on until close_timeout (256 MiB of 256 in well under 1 s)."""
-    upstream = _ClosingUpstream()
-    log = tmp_path / "gateway.log"
+    case = ("close", connector)
+    upstream, offset = _ClosingUpstream(gateway.listeners[case]), gateway.log.stat().st_size
     try:
-        config = build_config(f"ws://127.0.0.1:{upstream.port}/", api={**API, **CONNECTORS[connector]})
-        async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
-            sent, first = await asyncio.to_thread(_client_answers_the_close_with_a_bad_frame_and_floods, gateway.port)
-            upstream.hang_up()
+        sent, first = await asyncio.to_thread(
+            _client_answers_the_close_with_a_bad_frame_and_floods, gateway.process.port, gateway.path(case)
+        )
+        upstream.hang_up()
     finally:
         upstream.close()
     assert first == CLOSE_FROM_UPSTREAM
     assert sent < BOUND, f"{sent >> 20} MiB were read from a client refused for a bad frame after the close"
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in gateway.log_since(offset)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
 @pytest.mark.parametrize("connector", ["splice", "frame relay"])
 async def test_an_upstream_flooding_after_its_bad_frame_is_reset_after_a_bounded_read(
-    tmp_path: Path, connector: str, tls: bool
+    gateway: Gateway, connector: str, tls: bool
 ) -> None:
     """An upstream that sends a bad frame, then floods, is reset after a few MiB; the client gets 1011.
 
     Over TLS too (a wss:// upstream): its transport cannot linger, and its close() was TLS's shutdown, which
     read and dropped what the upstream still sent until close_timeout (5.2 GB in 10 s over loopback)."""
-    upstream = _TLSFloodingUpstream(make_ca(tmp_path).server_context()) if tls else _FloodingUpstream()
-    log = tmp_path / "gateway.log"
+    case = (f"upstream {'wss' if tls else 'ws'}", connector)
+    listener, offset = gateway.listeners[case], gateway.log.stat().st_size
+    upstream = _TLSFloodingUpstream(listener, gateway.ca.server_context()) if tls else _FloodingUpstream(listener)
     try:
-        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{upstream.port}/"
-        entry = {"url": url, "verify_tls": False} if tls else url  # (a certificate of the test's own CA)
-        config = build_config(api={**API, **CONNECTORS[connector], "upstreams": [entry]})
-        async with GatewayProcess([str(write_config(tmp_path, config))], cwd=tmp_path, workers=1, log=log) as gateway:
-            async with connect(gateway.url("/ws/echo"), compression=None) as client:
-                with pytest.raises(ConnectionClosed) as closed:
-                    await client.recv()
-            await asyncio.to_thread(upstream.thread.join, 25)
+        async with connect(gateway.process.url(gateway.path(case)), compression=None) as client:
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.recv()
+        await asyncio.to_thread(upstream.thread.join, 25)
     finally:
         upstream.close()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert upstream.sent is not None, "the upstream was still flooding"
     assert upstream.sent < BOUND, f"{upstream.sent >> 20} MiB were read from an upstream refused for a bad frame"
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in gateway.log_since(offset)
