@@ -76,6 +76,14 @@ LAZY_OWN_IMPORTS = {
     ("telemetry/otlp_wire.py", "._span_wire"),  # the optional C extensions (no imports of their own), maybe not built
     ("telemetry/metric_totals.py", "._metric_add"),
     ("management/cli.py", ".connect"),  # websockets' client and the event loop: connect's, not --help's nor the others'
+    # What a configuration may not use, imported by the runs whose configuration does (docs/performance.md,
+    # "Start-up"): the management API (Starlette, redis-py) by run --management's processes alone; PyJWT,
+    # cryptography and httpx2 by the first validate-jwt built; jsonschema-rs by the first validate-message.
+    ("server/serving.py", "..management.standalone"),
+    ("policies/auth.py", ".jwks"),
+    ("policies/auth.py", ".jwt_keys"),
+    ("policies/build_entries.py", ".jwks"),
+    ("policies/message_checks.py", ".unique_items"),
 }
 
 

@@ -268,7 +268,6 @@ def _store_database_refusal(config: GatewayConfig) -> str | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .management.admin_auth import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
     from .plugins import PLUGINS_ENV
     from .server.serving import EXIT_START_FAILED, STARTUP_FAILURE, serve
     from .server.unix_socket import SocketPathUnusable
@@ -319,6 +318,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"warning: --ssl-certfile: {warning}", file=sys.stderr)
     _size_request_heads(args.head_bytes)
     if args.management or args.management_port:
+        from .management.admin_auth import MAKE_TOKEN, SHORT_TOKEN, admin_token_problem, weak_token_problem
+
         if not os.environ.get(management_cli.TOKEN_ENV):
             print(f"error: the management API needs an admin token: set {management_cli.TOKEN_ENV}", file=sys.stderr)
             return 2

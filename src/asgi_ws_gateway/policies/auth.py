@@ -13,9 +13,8 @@ payload may hold (:mod:`.jwt_claims`), the verified-token cache (:mod:`.token_ca
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jwt
 from pydantic import Field
 
 from ..config.fields import HeaderName
@@ -24,12 +23,27 @@ from ..handshake.context import HandshakeContext
 from ..safe_regex import Pattern, compile_regex
 from ..templates import Condition, caseless_pattern, dig
 from .base import PolicyEnv, PolicyProblem, PolicySettings, deny, register_policy
-from .jwks import ASYMMETRIC, HMAC, JwksCache, KeysUnavailable, key_fits
 from .jwt_claims import ClaimsView, depth_problem, duplicate_name_problem, numeric_date_problem, surrogate_problem
-from .jwt_keys import configured_public_keys, hmac_secret_problem, key_warnings, refresh_warnings, shared_secret
 from .jwt_settings import ValidateJwtSettings
 from .token_cache import MAX_CACHED_TOKEN, TokenCache
 from .token_sources import rfc6750_sources_not_in, token_copies, token_readings
+
+if TYPE_CHECKING:
+    import jwt
+
+    from .jwks import HMAC, JwksCache, KeysUnavailable, key_fits
+
+
+def _import_jwt() -> None:
+    """Bind the names a validation reads at each handshake to PyJWT and :mod:`.jwks`, as the first
+    ``validate-jwt`` is built. PyJWT (cryptography with it) and the key sets' HTTP client (httpx2) were
+    imported by every ``run``, ``check`` and worker, most of whose configurations have no ``validate-jwt``
+    (docs/performance.md, "Start-up")."""
+    global jwt, HMAC, KeysUnavailable, key_fits
+    import jwt
+
+    from .jwks import HMAC, KeysUnavailable, key_fits
+
 
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _MAX_TOKEN = 16 * 1024
@@ -44,6 +58,10 @@ class ValidateJwt:
     Settings = ValidateJwtSettings
 
     def __init__(self, settings: ValidateJwtSettings, env: PolicyEnv) -> None:
+        _import_jwt()
+        from .jwks import ASYMMETRIC
+        from .jwt_keys import configured_public_keys, hmac_secret_problem, key_warnings, refresh_warnings, shared_secret
+
         self.name = "validate-jwt"
         self.settings = s = settings
         for i, alg in enumerate(s.algorithms):

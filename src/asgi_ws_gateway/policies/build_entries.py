@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -26,10 +26,11 @@ from ..messages.context import MessagePolicy
 from ..state.base import Store
 from .base import REGISTRY, Loc, PolicyProblem, PolicyType, loc_text
 from .header_underscores import WRITES_HEADER, underscore_warning, underscored_header_reads
-from .jwks import JwksCache
-from .jwks_fetch import guarded_fetch
 from .message_base import MESSAGE_REGISTRY, FunctionMessagePolicy
 from .setting_problems import failure_text, problem_text, validation_text
+
+if TYPE_CHECKING:
+    from .jwks import JwksCache
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +299,9 @@ class PolicyBuilder:
         the same ones. Keyed by the URL alone, the first policy's settings were every other's: an API
         asking for ``jwks_refresh_interval: 60`` (a revoked key gone within a minute) or
         ``jwks_min_refresh_interval: 0`` got the global policy's 600 and 30, silently."""
+        from .jwks import JwksCache  # httpx2, cryptography: validate-jwt's alone
+        from .jwks_fetch import guarded_fetch
+
         key = (url, refresh_interval, min_refresh_interval, timeout)
         cache = self._jwks.get(key)
         if cache is None:

@@ -9,9 +9,8 @@ once, when the configuration is applied (jsonschema-rs, any draft up to 2020-12)
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema_rs
 import orjson
 from pydantic import ConfigDict, Field, field_validator
 
@@ -44,8 +43,24 @@ from .schema_budget import SchemaTooCostly, schema_cost
 from .schema_costs import FRACTIONAL_MULTIPLE, unbounded_fractional_multiples
 from .schema_names import CaseVariants, declared_names
 from .transform import warn_repeats
-from .unique_items import SchemaValidators
-from .unique_items import checking as checking_unique_items
+
+if TYPE_CHECKING:
+    import jsonschema_rs
+
+    from .unique_items import SchemaValidators
+    from .unique_items import checking as checking_unique_items
+
+
+def _import_jsonschema() -> None:
+    """Bind this module's ``jsonschema_rs`` and the schema validators (what a message's check reads) to their
+    modules, as the first ``validate-message`` is built: jsonschema-rs (a 15 MB extension) was ~50 ms of every
+    start, with or without a message policy (docs/performance.md, "Start-up")."""
+    global jsonschema_rs, SchemaValidators, checking_unique_items
+    import jsonschema_rs
+
+    from .unique_items import SchemaValidators
+    from .unique_items import checking as checking_unique_items
+
 
 _SIDE = {"inbound": "client", "outbound": "upstream"}
 _SOME_READERS = (
@@ -122,6 +137,7 @@ class ValidateMessage:
     Settings = ValidateMessageSettings
 
     def __init__(self, settings: ValidateMessageSettings, env: PolicyEnv) -> None:
+        _import_jsonschema()
         self.name = "validate-message"
         self.settings = settings
         schema = settings.json_schema

@@ -31,9 +31,7 @@ from uvicorn.supervisors import multiprocess
 from .._types import ASGIApp
 from ..config.gateway import GatewayConfig
 from ..errors import ConfigError
-from ..management import standalone as managed
 from ..management.cli import MANAGEMENT_HOST
-from ..management.standalone import bind
 from ..standalone import create_app
 from ..startup import StartupFailure
 from .log_writer import flush_all
@@ -344,7 +342,11 @@ def standalone_app() -> ASGIApp:
 
 def managed_app() -> ASGIApp:
     """``run --management``'s application, built in each worker."""
-    return _or_startup_failure(managed.create_app)
+    # The management API (Starlette, redis-py, its service) is imported by the processes that serve it:
+    # a run without --management started them all the same (docs/performance.md, "Start-up").
+    from ..management.standalone import create_app as create_managed_app
+
+    return _or_startup_failure(create_managed_app)
 
 
 def _or_startup_failure(build: Callable[[], ASGIApp]) -> ASGIApp:
@@ -408,6 +410,8 @@ def _serve(
     config: uvicorn.Config, sockets: list[socket.socket], management_port: int | None, management_host: str
 ) -> int:
     if management_port:
+        from ..management.standalone import bind
+
         try:
             sockets.append(bind(management_host, management_port))
         except OSError as exc:

@@ -1,0 +1,67 @@
+"""``run`` imports what its configuration uses: a gateway with no management API, no ``validate-jwt`` and no
+``validate-message`` starts without Starlette, redis-py and the management API, PyJWT, cryptography, httpx2 and
+jsonschema-rs (docs/performance.md, "Start-up").
+
+Every ``run`` process imported all of them, each ``--workers`` worker again: the serving module imported the
+management API for ``--management``'s factory, and the policy modules PyJWT (``validate-jwt``) and jsonschema-rs
+(``validate-message``) whether or not a policy used them. A one-API file: 1,017 modules, now 758; 1.24 -> 0.89
+CPU-s a one-worker start (medians of 7, interleaved).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.configs import build_config, write_config
+from support.jwts import HS_SECRET
+from support.processes import ready_server
+
+# What a configuration that uses none of them must not import (a module counts with its submodules).
+UNUSED = ("starlette", "redis", "jwt", "cryptography", "httpx2", "jsonschema_rs", "asgi_ws_gateway.management.app",
+          "asgi_ws_gateway.management.mount", "asgi_ws_gateway.management.standalone",
+          "asgi_ws_gateway.policies.jwks", "asgi_ws_gateway.policies.unique_items")  # fmt: skip
+
+
+def _served(tmp_path: Path, document: dict[str, Any], *, workers: int = 1) -> set[str]:
+    """Every module the ``run`` processes imported (``-X importtime``) by the time each worker served /healthz."""
+    config = write_config(tmp_path, document)
+
+    def command(port: int) -> list[str]:
+        return ["-m", "asgi_ws_gateway", "run", str(config), "--port", str(port), "--workers", str(workers),
+                "--log-level", "info"]  # fmt: skip
+
+    # The variable, not -X importtime: the workers uvicorn spawns inherit it.
+    server = ready_server(command, cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    with server:
+        server.wait_for_line("Application startup complete", times=workers, timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+        assert server.stop() == 0, server.output()
+        lines = server.stderr().splitlines()
+    modules = {line.rpartition("|")[2].strip() for line in lines if line.startswith("import time:")}
+    assert "asgi_ws_gateway.middleware" in modules, server.output()[-2000:]  # -X importtime did report
+    return modules
+
+
+def _unused(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == name or m.startswith(f"{name}.") for name in UNUSED))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_gateway_without_management_jwt_or_schemas_imports_none_of_them(tmp_path: Path, workers: int) -> None:
+    """One API, every setting at its default: the supervisor and each worker serve without them."""
+    assert _unused(_served(tmp_path, build_config(), workers=workers)) == []
+
+
+def test_the_policies_a_configuration_uses_are_imported(tmp_path: Path) -> None:
+    """``validate-jwt`` and ``validate-message`` bring their libraries, as they are built: the management API
+    (not asked for) stays out."""
+    jwt = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET}}
+    schema = {"validate-message": {"schema": {"type": "object"}}}
+    modules = _served(tmp_path, build_config(api={"policies": [jwt], "message_policies": {"inbound": [schema]}}))
+    assert {"jwt", "cryptography", "httpx2", "jsonschema_rs", "asgi_ws_gateway.policies.jwks"} <= modules
+    assert [m for m in _unused(modules) if m.startswith(("starlette", "redis", "asgi_ws_gateway.management"))] == []
