@@ -80,6 +80,7 @@ LAZY_OWN_IMPORTS = {
     # "Start-up"): the management API (Starlette, redis-py) by run --management's processes alone; PyJWT,
     # cryptography and httpx2 by the first validate-jwt built; jsonschema-rs by the first validate-message.
     ("server/serving.py", "..management.standalone"),
+    ("standalone.py", ".middleware"),  # the gateway itself: run --workers N's supervisor reads the module's checks
     ("policies/auth.py", ".jwks"),
     ("policies/auth.py", ".jwt_keys"),
     ("policies/build_entries.py", ".jwks"),

@@ -10,6 +10,8 @@ CPU-s a one-worker start (medians of 7, interleaved).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 
 from support.configs import build_config, write_config
 from support.jwts import HS_SECRET
-from support.processes import ready_server
+from support.processes import cli_env, ready_server
 
 # What a configuration that uses none of them must not import (a module counts with its submodules).
 UNUSED = ("starlette", "redis", "jwt", "cryptography", "httpx2", "jsonschema_rs", "asgi_ws_gateway.management.app",
@@ -65,3 +67,34 @@ def test_the_policies_a_configuration_uses_are_imported(tmp_path: Path) -> None:
     modules = _served(tmp_path, build_config(api={"policies": [jwt], "message_policies": {"inbound": [schema]}}))
     assert {"jwt", "cryptography", "httpx2", "jsonschema_rs", "asgi_ws_gateway.policies.jwks"} <= modules
     assert [m for m in _unused(modules) if m.startswith(("starlette", "redis", "asgi_ws_gateway.management"))] == []
+
+
+# What run --workers N's supervisor serves nothing with: the workers import them.
+SERVING = ("asgi_ws_gateway.middleware", "asgi_ws_gateway.relay", "asgi_ws_gateway.passthrough.splice",
+           "asgi_ws_gateway.server.http", "asgi_ws_gateway.server.websocket", "asgi_ws_gateway.telemetry.core",
+           "asgi_ws_gateway.telemetry.otlp_wire", "opentelemetry.sdk", "websockets.asyncio")  # fmt: skip
+_SUPERVISOR = """
+import sys
+from asgi_ws_gateway.server import serving
+from asgi_ws_gateway.cli import main
+
+def serve(app, options, **kwargs):
+    print("\\n".join(sorted(sys.modules)))
+    return 0
+
+serving.serve = serve
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_supervisor_of_workers_imports_nothing_they_serve_with(tmp_path: Path) -> None:
+    """``run --workers 2`` up to the supervisor's start: the file read and checked, the options, the
+    environment's checks, without the relay, the protocols, the gateway and the span machinery (~0.3
+    CPU-s of each start, and of each start after a SIGHUP's reload)."""
+    config = write_config(tmp_path, build_config())
+    command = [sys.executable, "-c", _SUPERVISOR, "run", str(config), "--workers", "2", "--port", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = set(done.stdout.split())
+    assert {"asgi_ws_gateway.policies.build", "uvicorn"} <= modules  # the file was checked; run's own server
+    assert sorted(m for m in modules if any(m == n or m.startswith(f"{n}.") for n in SERVING)) == []

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 """uvicorn's log levels (``uvicorn.config.LOG_LEVELS``, the same order), named here: uvicorn is imported by ``run``."""
+DEFAULT_WS = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
+"""``run --ws``'s default: not imported to be checked (the workers import it to serve; ``--workers N``'s supervisor
+serves with none: the relay, the upstream client and the gateway were 0.3 CPU-s of its start)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--ws",
         type=_ws_protocol,
-        default="asgi_ws_gateway.server:GatewayWebSocketProtocol",
+        default=DEFAULT_WS,
         help="uvicorn WebSocket implementation: a uvicorn name or module:attribute (default: %(default)s)",
     )
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default: %(default)s)")
@@ -559,7 +562,7 @@ def _ws_protocol(value: str) -> str:
     from uvicorn.config import WS_PROTOCOLS  # read as run's options are (argparse converts no other command's)
     from uvicorn.importer import ImportFromStringError, import_from_string
 
-    if value in WS_PROTOCOLS:
+    if value in WS_PROTOCOLS or value == DEFAULT_WS:  # the gateway's own: imported by the processes that serve
         return value
     try:
         import_from_string(value)

@@ -48,6 +48,10 @@ REDACTED_MARK = "asgi_ws_gateway_redacted"
 """A LogRecord attribute: the record is redacted already (through a :class:`RedactingFilter`, or built
 of redacted parts, as a JSON access line whose fields are each redacted: a filter would read its
 fields as one text)."""
+JSON_LINE = "asgi_ws_gateway_json_line"
+"""Set (true) on a record whose message is a JSON access line: ``run``'s handler writes it bare, whatever
+format the handler was configured for (a reload may have changed ``telemetry.access_log``). Here, not in
+:mod:`.telemetry.access`, which imports the span machinery: ``run``'s log configuration reads it in every process."""
 _MESSAGE = "asgi_ws_gateway_message"
 """A LogRecord attribute: ``(msg, args, message)``, the message the filter formatted and found clean."""
 
@@ -355,6 +359,7 @@ _ACCESS_LOGGER = "asgi_ws_gateway.access"
 
 
 __all__ = [
+    "JSON_LINE",
     "LIBRARY_LOGGERS",
     "REDACTED_MARK",
     "UVICORN_LOGGERS",

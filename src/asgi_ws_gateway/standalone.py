@@ -25,13 +25,16 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._types import Message, Receive, Scope, Send
 from .config.gateway import GatewayConfig
 from .config.parsing import parse_config
 from .errors import ConfigError
-from .middleware import WebSocketGateway
 from .plugins import load_plugins, plugins_from_env
+
+if TYPE_CHECKING:
+    from .middleware import WebSocketGateway
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +174,10 @@ def create_app(config: GatewayConfig | str | Path | None = None) -> WebSocketGat
     The modules ``run --plugin`` named (``ASGI_WS_GATEWAY_PLUGINS``) are imported first; those the
     configuration's ``plugins`` names, while it is loaded.
     """
+    # The gateway (the relay, telemetry, the upstream clients) is imported here: run reads this module's checks
+    # of its variables in its supervisor too, which serves no connection with --workers N.
+    from .middleware import WebSocketGateway
+
     load_plugins(plugins_from_env(), field="--plugin")
     if config is None:
         config = os.environ[CONFIG_ENV]

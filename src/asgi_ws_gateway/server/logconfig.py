@@ -22,8 +22,7 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import DefaultFormatter
 
-from ..log_redaction import formatted_message
-from ..telemetry.access import JSON_LINE
+from ..log_redaction import JSON_LINE, formatted_message
 
 ACCESS_LOGGER = "asgi_ws_gateway.access"
 _REDACT = {"()": "asgi_ws_gateway.log_redaction.RedactingFilter"}

@@ -14,10 +14,26 @@ caller and wrap I/O in ``io_span()``; :func:`current_connection` returns the con
 relayed, to count a message policy's ``policy_action()``.
 """
 
+from typing import TYPE_CHECKING
+
 from .._context import current_connection, current_handshake
-from .connection import ConnectionTrace
-from .core import Telemetry
-from .tracing import HandshakeTrace, TracedConnector
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .connection import ConnectionTrace
+    from .core import Telemetry
+    from .tracing import HandshakeTrace, TracedConnector
+
+if not TYPE_CHECKING:  # imported when first read: run checks OTEL_* (.providers) without the spans' modules
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "ConnectionTrace": ".connection",
+            "Telemetry": ".core",
+            "HandshakeTrace": ".tracing",
+            "TracedConnector": ".tracing",
+        },
+    )
 
 __all__ = [
     "ConnectionTrace",

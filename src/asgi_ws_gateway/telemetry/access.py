@@ -21,16 +21,13 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.trace import Span
 
-from ..log_redaction import REDACTED_MARK
+from ..log_redaction import JSON_LINE, REDACTED_MARK
 from ..redact import printable, printable_json, redact_text
 from .hex_ids import hex_ids
 from .lean_spans import LeanSpan
 from .names import CLIENT_ADDRESS, CLIENT_PORT, HTTP_ROUTE, HTTP_STATUS, LOG_EVENT_ACCESS, URL_PATH
 
 access_logger = logging.getLogger("asgi_ws_gateway.access")
-JSON_LINE = "asgi_ws_gateway_json_line"
-"""Set (true) on a record whose message is a JSON access line: ``run``'s handler writes it bare, whatever
-format the handler was configured for (a reload may have changed ``telemetry.access_log``)."""
 
 Fields = dict[str, Any]
 
