@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import PydanticSchemaGenerationError
 
+from asgi_ws_gateway.policies import REGISTRY, PolicySettings, register_policy
 from support.configs import build_config, write_config
 from support.jwts import HS_SECRET
 from support.processes import cli_env, ready_server
@@ -98,3 +100,44 @@ def test_the_supervisor_of_workers_imports_nothing_they_serve_with(tmp_path: Pat
     modules = set(done.stdout.split())
     assert {"asgi_ws_gateway.policies.build", "uvicorn"} <= modules  # the file was checked; run's own server
     assert sorted(m for m in modules if any(m == n or m.startswith(f"{n}.") for n in SERVING)) == []
+
+
+_BUILT = """
+import sys
+from asgi_ws_gateway.policies import MESSAGE_REGISTRY, REGISTRY
+from asgi_ws_gateway.policies.build import load_policies
+from asgi_ws_gateway.state.memory import MemoryState
+
+load_policies(sys.argv[1], store=lambda config: MemoryState())
+types = {**REGISTRY, **MESSAGE_REGISTRY}
+print(" ".join(sorted(name for name, cls in types.items() if cls.Settings.__pydantic_complete__)))
+"""
+
+
+def test_only_the_policy_types_a_configuration_uses_have_their_settings_built(tmp_path: Path) -> None:
+    """The ~30 built-in policy types' settings models are built as they first validate: a configuration that
+    uses ``rate-limit-by-key`` builds that one alone (each process of ``run``, ``check`` built them all)."""
+    limit = {"rate-limit-by-key": {"key": "{client.ip}", "limit": 10, "window": 60}}
+    config = write_config(tmp_path, build_config(api={"policies": [limit]}))
+    command = [sys.executable, "-c", _BUILT, str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=cli_env(), timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["rate-limit-by-key"]
+
+
+def test_a_plugins_settings_model_is_still_checked_as_it_registers() -> None:
+    """A plugin's mistake in its settings model stops its import, as it did: not the first request using it."""
+
+    class Opaque:  # no pydantic schema, and arbitrary types not allowed
+        pass
+
+    with pytest.raises(PydanticSchemaGenerationError):
+
+        class BrokenSettings(PolicySettings):
+            value: Opaque
+
+        @register_policy("test-broken-settings")
+        class Broken:
+            Settings = BrokenSettings
+
+    assert "test-broken-settings" not in REGISTRY

@@ -56,9 +56,14 @@ def loc_text(loc: Loc) -> str:
 
 
 class PolicySettings(StrictNumbers):
-    """Base of the built-in policies' settings: strict, immutable, with an optional ``name``."""
+    """Base of the built-in policies' settings: strict, immutable, with an optional ``name``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    Each model's validator is built when it first validates (``defer_build``): a configuration uses a few of the
+    ~30 policy types, and building the others was ~0.07 CPU-s of every ``run``, worker and ``check``
+    (docs/performance.md, "Start-up"). A plugin's is built as it registers (:func:`register_in`), as before.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     name: PolicyName | None = Field(
         default=None,
@@ -201,6 +206,10 @@ REGISTRY: dict[str, PolicyType] = {}
 install_policy_types(REGISTRY)
 
 
+_BUILT_IN = __name__.rpartition(".policies.")[0] + "."
+"""The package's modules (``asgi_ws_gateway.``): their policy types' settings are built when first used."""
+
+
 def register_policy(name: str) -> Callable[[C], C]:
     """Class decorator: make a policy type available in configuration as ``{name: {...}}``."""
     return register_in(REGISTRY, name)
@@ -218,6 +227,8 @@ def register_in(registry: dict[str, PolicyType], name: str) -> Callable[[C], C]:
         where = f"{getattr(existing, '__module__', '?')}.{getattr(existing, '__qualname__', '?')}"
         if existing is not None and where != f"{cls.__module__}.{cls.__qualname__}":
             raise ValueError(f"policy type '{name}' is already registered by {where}")
+        if not cls.__module__.startswith(_BUILT_IN):
+            settings.model_rebuild()  # a plugin's model: its mistakes said as it is imported, not at first use
         registry[name] = cls  # type: ignore[assignment]  # checked above, as far as a runtime can
         return cls
 
