@@ -50,7 +50,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 """uvicorn's log levels (``uvicorn.config.LOG_LEVELS``, the same order), named here: uvicorn is imported by ``run``."""
 DEFAULT_WS = "asgi_ws_gateway.server:GatewayWebSocketProtocol"
 """``run --ws``'s default: not imported to be checked (the workers import it to serve; ``--workers N``'s supervisor
-serves with none: the relay, the upstream client and the gateway were 0.3 CPU-s of its start)."""
+serves with none, and imported the protocols, the relay and the gateway for it: docs/performance.md, "Start-up")."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
