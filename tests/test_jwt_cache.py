@@ -394,6 +394,39 @@ def test_each_hit_is_a_copy_of_the_payload_kept_sharing_nothing_mutable(payload:
     assert third is not None and third[0] == payload and json.dumps(payload, sort_keys=True) == snapshot
 
 
+_HIT_TOKEN = token(KEY)
+
+
+@given(_VERIFIED, st.booleans())
+def test_a_hit_found_by_token_is_the_copy_get_gives(payload: dict[str, Any], padded: bool) -> None:
+    """find's hit, read in place for a token without padding, answers as get does (the same digest, an
+    equal payload sharing nothing mutable, the same times), padded or not."""
+    cache = TokenCache(4, 60)
+    raw = _HIT_TOKEN
+    cache.keep(raw, payload, 0)
+    found, got = cache.find(raw + "=" * (-len(raw) % 4) if padded else raw, 0), cache.get(token_digest(raw) or b"", 0)
+    assert found is not None and got is not None
+    digest, claims, times = found
+    assert digest == token_digest(raw) and claims == got[0] == payload and times is got[1]
+    originals = {id(item) for item in _mutables(payload)} | {id(item) for item in _mutables(got[0])}
+    assert not originals & {id(item) for item in _mutables(claims)} and claims is not payload
+
+
+def test_an_entry_of_an_older_key_set_or_past_its_age_is_no_hit_and_goes() -> None:
+    """find refuses a stale entry as get does, and discards it: a key rotation or max_age is never read past."""
+    now = [100.0]
+    cache = TokenCache(4, 60, clock=lambda: now[0])
+    raw = token(KEY)
+    cache.keep(raw, {"sub": "a"}, 1)
+    assert cache.find(raw, 2) is None and len(cache) == 0  # verified under key-set generation 1
+    cache.keep(raw, {"sub": "a"}, 2)
+    assert cache.find(raw, 2) is not None
+    now[0] = 159.9
+    assert cache.find(raw, 2) is not None
+    now[0] = 160.0
+    assert cache.find(raw, 2) is None and len(cache) == 0
+
+
 def test_a_payload_value_json_never_makes_is_deep_copied() -> None:
     payload = {"sub": "alice", "groups": {"chat"}}  # a set: only a custom decoder makes one
     copied = copy_claims(payload)

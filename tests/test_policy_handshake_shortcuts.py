@@ -14,6 +14,8 @@ import os
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError
@@ -225,6 +227,70 @@ async def test_the_querys_access_token_is_still_read_beside_authorization(query:
     for _ in range(2):  # verified, then from the cache
         context = _context([(b"authorization", f"Bearer {raw}".encode())], query.replace(b"SAME", raw.encode()))
         assert await _verdict(policy, context) == verdict
+
+
+# -- validate-jwt's usual request: one Authorization header read in place --------------------------------
+
+_BEARER = signing_key("ES256")
+_BEARER_POLICY: Any = build({"validate-jwt": {"algorithms": ["ES256"], "public_keys": [_BEARER.public_pem]}})
+_SCHEMES = ["Bearer", "bearer", "BEARER", "Basic", "Bearer:", "Bearerx", "", "\tBearer", " Bearer", "\xa0Bearer",
+            "\x0bBearer"]  # fmt: skip
+_GAPS = [" ", "  ", "\t", " \t", "\t ", "", "\xa0"]
+_TOKENS = ["abc.def.ghi", "a b", "", " x ", "\xa0y", "x\t", "tok ", "SAME"]
+
+
+@given(
+    values=st.lists(st.tuples(st.sampled_from(_SCHEMES), st.sampled_from(_GAPS), st.sampled_from(_TOKENS)),
+                    max_size=3),
+    name=st.sampled_from([b"authorization", b"Authorization"]),
+    query=st.sampled_from([b"", b"room=1", b"access_token=SAME", b"access_token=other", b"ACCESS_TOKEN=x"]),
+)  # fmt: skip
+def test_the_bearer_header_read_in_place_is_the_token_find_token_reads(
+    values: list[tuple[str, str, str]], name: bytes, query: bytes
+) -> None:
+    """Taken only where the general reading takes the same token and refuses nothing; else left to it."""
+    headers = [(name, f"{scheme}{gap}{value}".encode("latin-1")) for scheme, gap, value in values]
+
+    def context() -> HandshakeContext:
+        return _context([(b"host", b"gw"), *headers, (b"x-other", b"Bearer zzz")], query)
+
+    fast = _BEARER_POLICY._bearer_token(context())
+    if fast is not None:
+        assert _BEARER_POLICY._find_token(context()) == fast
+
+
+def test_the_usual_bearer_header_is_read_in_place() -> None:
+    """The default place and the usual request: the in-place reading answers (the property above is not idle)."""
+    assert _BEARER_POLICY.bearer_only
+    assert _BEARER_POLICY._bearer_token(_context([(b"authorization", b"Bearer  abc.def ")])) == "abc.def"
+    assert _BEARER_POLICY._bearer_token(_context([(b"authorization", b"Bearer abc")], b"room=1")) is None
+
+
+@pytest.mark.parametrize(
+    "token",
+    [[{"header": "Authorization", "scheme": "Token"}], [{"header": "X-Token"}], [{"query": "access_token"}],
+     [{"header": "Authorization"}, {"cookie": "jwt"}], [{"header": "Authorization"}, {"header": "Authorization"}]],
+)  # fmt: skip
+def test_other_token_places_are_read_by_find_token(token: list[dict[str, str]]) -> None:
+    policy: Any = build(
+        {"validate-jwt": {"algorithms": ["ES256"], "public_keys": [_BEARER.public_pem], "token": token}}
+    )
+    assert not policy.bearer_only
+
+
+async def test_a_cache_hit_read_in_place_answers_as_the_general_reading() -> None:
+    """The same verdicts and claims through the in-place reading and the general one, verified then cached."""
+    fast: Any = build({"validate-jwt": {"algorithms": ["ES256"], "public_keys": [_BEARER.public_pem]}})
+    general: Any = build({"validate-jwt": {"algorithms": ["ES256"], "public_keys": [_BEARER.public_pem]}})
+    general.bearer_only = False
+    raw = token(_BEARER)
+    for value in [f"Bearer {raw}", f"bearer  {raw} ", f"Bearer\t{raw}", "Bearer", "Basic abc", f"Bearer {raw}x"]:
+        for _ in range(2):
+            contexts = [_context([(b"authorization", value.encode())]) for _ in range(2)]
+            verdicts = [await _verdict(fast, contexts[0]), await _verdict(general, contexts[1])]
+            assert verdicts[0] == verdicts[1], value
+            assert contexts[0].claims == contexts[1].claims
+    assert fast.verifications == general.verifications == 3  # the valid token once, the edited one each time
 
 
 # -- a header read as sent, from a kept decision on its name -------------------------------------------

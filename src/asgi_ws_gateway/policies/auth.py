@@ -97,6 +97,9 @@ class ValidateJwt:
         # Only the query's access_token (the usual case: the token in Authorization): nothing to find in
         # a request without a query, and that pass over the sources was ~3 k instructions a handshake.
         self.rfc6750_query_only = all(source.query is not None for source, _, _ in self.rfc6750_sources)
+        # The default place alone (Authorization: Bearer; RFC 6750's other, the query, read when there is
+        # one): a request's one such header is read here, without token_copies' loop over the sources.
+        self.bearer_only = [(header, scheme) for _, header, scheme in self.sources] == [("authorization", "bearer")]
         self.checks: list[Condition] = [c.condition(f"jwt.{c.claim}") for c in s.claims]
         self.caseless_checks = [check for check in self.checks if check.caseless]
         self.options: Any = {"require": list(s.require), "verify_aud": s.audience is not None}
@@ -105,15 +108,18 @@ class ValidateJwt:
         self.verifications = 0  # tokens whose signature was checked (cache misses); tests read it
 
     async def apply(self, context: HandshakeContext) -> None:
-        token = self._find_token(context)
+        token = self._bearer_token(context) if self.bearer_only else None
         if token is None:
-            raise _unauthorized("a bearer token is required", "token_missing", error=None)
+            token = self._find_token(context)
+            if token is None:
+                raise _unauthorized("a bearer token is required", "token_missing", error=None)
         # A reconnecting client's token is in the cache: its checks run here, without the coroutines
         # a verification needs (the same checks, in the same order, as verify_token makes).
         claims = self._cached(token)
         if claims is None:
             claims = await self._decode_and_keep(token)
-        self._check_claims(claims)
+        if self.checks:
+            self._check_claims(claims)
         context.claims = claims
         for check in self.caseless_checks:  # a claim matched case-insensitively: one key for its spellings
             value = dig(claims, check.ref.path)
@@ -145,6 +151,22 @@ class ValidateJwt:
                     reason="token_claims",
                     headers=[(b"www-authenticate", b'Bearer error="insufficient_scope"')],
                 )
+
+    def _bearer_token(self, context: HandshakeContext) -> str | None:
+        """The usual request's token, read as :meth:`_find_token` reads it when ``token:`` is the default: one
+        ``Authorization`` header, ``Bearer`` and a token separated by spaces, no query. None for any other
+        request (:meth:`_find_token` then reads it, or refuses it)."""
+        request = context.request
+        values = request.header_values("authorization")
+        if len(values) != 1 or request.scope.get("query_string"):
+            return None
+        value = values[0].strip(" \t")
+        if "\t" in value:
+            return None
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
 
     def _find_token(self, context: HandshakeContext) -> str | None:
         """The token the request carries; every copy of it in a query or a subprotocol is taken out of
