@@ -231,6 +231,13 @@ class Template:
             else:
                 raise TemplateError(f"unbalanced '{token}' in '{source}' (write '{token * 2}' for a literal)")
         self._append(source[pos:])
+        # One reference alone (the usual "{jwt.sub}" of a limit's key and a header): rendered by render and
+        # render_key without _render's steps; with whether a key spells its value otherwise (_key_text).
+        self._single: tuple[Reference, str, bool] | None = None
+        if len(self._parts) == 1 and not isinstance(part := self._parts[0], str):
+            ref = part[0]
+            spelled = ref.namespace == "cookie" or (ref.namespace == "header" and ref.path == ("origin",))
+            self._single = (ref, part[1], spelled)
 
     def constant_texts(self) -> list[str]:
         """The text the template writes whatever the context: its literal parts and its references' defaults."""
@@ -278,7 +285,18 @@ class Template:
             TemplateTooLarge: the key would be longer than ``limit`` characters (default
                 :data:`MAX_KEY_LENGTH`): it is digested, but built first.
         """
-        return _render(self._key_parts, context, self._key_escape, limit, key=True)
+        single = self._single
+        if single is None:
+            return _render(self._key_parts, context, self._key_escape, limit, key=True)
+        ref, default, spelled = single  # _reference_text's steps, inline
+        value = context.lookup(ref.namespace, ref.path)
+        text = value if type(value) is str else default if value is None else to_text(value)
+        if spelled or type(value) is Caseless:
+            text = _key_text(ref, value, text)
+        text = self._key_escape(text)
+        if len(text) > limit:
+            raise TemplateTooLarge(limit)
+        return text
 
     @functools.cached_property
     def _key_parts(self) -> list[str | tuple[Reference, str]]:
@@ -320,7 +338,17 @@ class Template:
             TemplateTooLarge: the text would be longer than ``limit`` characters (None: no limit).
                 Known from the parts' lengths: the text is never built.
         """
-        return _render(self._parts, context, escape, limit)
+        single = self._single
+        if single is None:
+            return _render(self._parts, context, escape, limit)
+        ref, default, _ = single  # _reference_text's steps, inline
+        value = context.lookup(ref.namespace, ref.path)
+        text = value if type(value) is str else default if value is None else to_text(value)
+        if escape is not None:
+            text = escape(text)
+        if limit is not None and len(text) > limit:
+            raise TemplateTooLarge(limit)
+        return text
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
@@ -336,14 +364,7 @@ def _render(
 ) -> str:
     """``key``: a limit's key, which counts the spellings a gate took as one value alike (:func:`_key_text`);
     any other text (a URL, a header) carries the value as the client sent it."""
-    if len(parts) == 1 and type(part := parts[0]) is tuple:
-        # One reference alone (the usual "{jwt.sub}" of a limit's key and a header): without the loop's
-        # list, running length and join.
-        text = _reference_text(part, context, escape, key)
-        if limit is not None and len(text) > limit:
-            raise TemplateTooLarge(limit)
-        return text
-    out: list[str] = []
+    out: list[str] = []  # (one reference alone is rendered by Template.render and render_key themselves)
     length = 0
     for part in parts:
         text = part if isinstance(part, str) else _reference_text(part, context, escape, key)
