@@ -93,9 +93,14 @@ def gateway_setup(
         }  # fmt: skip
         if args.batched_export:  # only full batches leave, as at the bench's rates (see --batched-export)
             env["OTEL_BSP_SCHEDULE_DELAY"] = "3600000"
-    config = tmp / f"gateway-{name}.json"
+    config = tmp / f"gateway-{_file_name(name)}.json"
     config.write_text(json.dumps(document))
     return config, env
+
+
+def _file_name(name: str) -> str:
+    """``name`` (a tree's: ``--against origin/main``) as a file name's part."""
+    return name.replace("/", "_")
 
 
 def _measure(
@@ -103,7 +108,7 @@ def _measure(
 ) -> dict[str, float]:
     config, env = gateway_setup(name, src, args, receiver_port, upstream_port, tmp)
     port = overhead._free_port()
-    prefix = tmp / f"callgrind-{name}"
+    prefix = tmp / f"callgrind-{_file_name(name)}"
     for stale in tmp.glob(prefix.name + ".*"):
         stale.unlink()
     simulate = counted.cache_sim_options(args)
