@@ -84,6 +84,7 @@ LAZY_OWN_IMPORTS = {
     ("policies/auth.py", ".jwks"),
     ("policies/auth.py", ".jwt_keys"),
     ("policies/build_entries.py", ".jwks"),
+    ("policies/build_entries.py", ".jwks_fetch"),
     ("policies/message_checks.py", ".unique_items"),
 }
 
