@@ -19,9 +19,11 @@ from httptools import HttpRequestParser
 
 from asgi_ws_gateway.messages.context import ConnectionContext
 from asgi_ws_gateway.passthrough.framed import FramedRelay
+from asgi_ws_gateway.passthrough.frames import FrameScanner
 from asgi_ws_gateway.passthrough.raw_upstream import RawUpstream
 from asgi_ws_gateway.passthrough.splice import Splice
 from asgi_ws_gateway.relay.pumps import Relay
+from asgi_ws_gateway.relay.stats import RelayStats
 from asgi_ws_gateway.server import GatewayHTTPProtocol
 from asgi_ws_gateway.server.server_protocol import _ServerProtocol
 from asgi_ws_gateway.telemetry import names as n
@@ -262,8 +264,9 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(
     bound methods), and with message policies the frame relay and their connection context were
     reference cycles: ~60 objects per handshake, ~35 µs of collection each; so was websockets' protocol
     that answered the handshake, with the frame parser it held (started for frames the splice reads
-    instead), whose closing the collection paid. With the collector off, nothing of 20 closed
-    connections may stay in memory.
+    instead), whose closing the collection paid; so were the splice's two frame scanners, each pointing
+    at the other's (whose pings its pongs answer), with the stats they count into. With the collector
+    off, nothing of 20 closed connections may stay in memory.
     """
     api = {"message_policies": message_policies} if message_policies else {}
     gateway = ProbedGateway(SPLICED.config(upstream, **api))
@@ -275,6 +278,8 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(
         RawUpstream,
         HttpRequestParser,
         _ServerProtocol,
+        FrameScanner,
+        RelayStats,
     )
     with UvicornServer(gateway, ws=PASSTHROUGH, http=GatewayHTTPProtocol) as server:
         gc.collect()

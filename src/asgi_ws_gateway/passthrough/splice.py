@@ -285,6 +285,11 @@ class Splice:
         # objects now rather than the garbage collector later (they were ~50 objects in cycles).
         for side in (self.client, self.upstream):
             del side.splice, side.peer, side.transport
+            scanner = side.scanner
+            if type(scanner) is FrameScanner:  # (the frame relay's assemblers have no peer)
+                # Each side's scanner points at the other's (``answers``): a cycle left every handshake
+                # two scanners, the stats they count into and its lists for the next collection.
+                scanner.answers = None
         return self.stats
 
     async def _until_closed(self) -> None:
