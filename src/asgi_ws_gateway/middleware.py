@@ -199,6 +199,12 @@ class WebSocketGateway(AdmissionChecks):
         self._trusted = Networks(config.trusted_proxies)
         self._capacity = process_capacity(config.max_connections)
         self._room = descriptor_capacity()  # lingering descriptors count against it (handshake.capacity)
+        # What every handshake reads, as plain attributes: a pydantic model's attribute read goes through
+        # its ``__getattr__`` hook (~400 instructions more than a plain one's).
+        self._limits = limits
+        self._underscores = limits.headers_with_underscores
+        self._max_hops = limits.max_gateway_hops
+        self._message_events = bool(config.telemetry.message_events)
         self.config = config
         return old
 
@@ -469,16 +475,16 @@ class WebSocketGateway(AdmissionChecks):
             if EXTENSION not in (scope.get("extensions") or {}):
                 logger.warning(_UNGUARDED_SERVER)
         policies = self._policies  # the configuration in force when the handshake started
-        limits = self.config.handshake_limits
+        limits, underscores, max_hops = self._limits, self._underscores, self._max_hops  # (set with _policies)
         headers = scope["headers"]  # as the client sent them, for the size limits
-        if limits.headers_with_underscores == "drop":
+        if underscores == "drop":
             scope = without_underscored(scope)  # before anything reads the request
-        handshake = policies.context(api.config.name, scope, params)
+        handshake = policies.context(api.name, scope, params)
         # Behind trusted proxies, spans and the access log name the client they reported, not the proxy.
         client = handshake.request.client.ip if self._trusted else None
         # Read for trust_client_trace: trusted_proxies alone: a trusted proxy's trace context is continued.
         from_proxy = (  # the telemetry's setting: its section is read at start-up (a reload leaves it)
-            self._telemetry.config.trust_client_trace == "trusted_proxies" and handshake.request.peer_is_trusted_proxy
+            self._telemetry.trust_client_trace == "trusted_proxies" and handshake.request.peer_is_trusted_proxy
         )
         trace = self._telemetry.handshake(api.config, scope, client, from_proxy=from_proxy)  # ended at accept or denial
         upstream: UpstreamConnection | RawUpstream | None = None
@@ -490,10 +496,10 @@ class WebSocketGateway(AdmissionChecks):
             check_capacity(self._in_flight, self._capacity, lingering=lingering_count(), room=self._room)
             check_header_limits(headers, _target(scope), limits)
             check_lists(scope)
-            if limits.headers_with_underscores == "reject":
+            if underscores == "reject":
                 check_no_underscores(headers)
             check_host(scope["headers"])
-            check_forwarding_loop(scope["headers"], limits.max_gateway_hops)
+            check_forwarding_loop(scope["headers"], max_hops)
             if disguised is not None:
                 raise HandshakeDenied(400, disguised, reason="bad_request")
             check_path_params(params)
@@ -511,7 +517,7 @@ class WebSocketGateway(AdmissionChecks):
             handshake.request.forget_many_values()  # the view lives as long as the connection
             backend, upstream, relay, accept, slot = await open_proxy(
                 api, scope, receive, send, handshake=handshake, trace=trace, message_policies=message_policies,
-                requests=requests, message_events=bool(self.config.telemetry.message_events),
+                requests=requests, message_events=self._message_events,
                 read_cookies=self._read_cookies,
             )  # fmt: skip
             if policies is not self._policies or self._draining:  # changed while the handshake ran
@@ -550,7 +556,7 @@ class WebSocketGateway(AdmissionChecks):
 
         # No await since the check above: a change applied later finds this connection open and drains it.
         trial = api.pool.opened(backend, slot)  # active, its end judged as the backend's health, its slot given back
-        live = self._connections.add(relay, api=api.config.name, scope=scope, client=client)
+        live = self._connections.add(relay, api=api.name, scope=scope, client=client)
         # The subject as identify recorded it (client_text's, from these claims: made once a handshake).
         shown = trace.subject if subject is not None else None
         live.subject = redact.printable(shown, quote=False) if shown is not None else None
@@ -572,11 +578,11 @@ class WebSocketGateway(AdmissionChecks):
             del accept
             requests.clear()
             connection = trace.accepted(backend.label, upstream.subprotocol, relay.stats)
-            cfg = api.config
             expires_at = handshake.subscription.expires_at if handshake.subscription is not None else None
-            if cfg.idle_timeout is not None or cfg.max_lifetime is not None or expires_at is not None:
+            idle_timeout, max_lifetime = api.idle_timeout, api.max_lifetime
+            if idle_timeout is not None or max_lifetime is not None or expires_at is not None:
                 guard = asyncio.create_task(
-                    watchdog(relay, idle_timeout=cfg.idle_timeout, max_lifetime=cfg.max_lifetime, expires_at=expires_at)
+                    watchdog(relay, idle_timeout=idle_timeout, max_lifetime=max_lifetime, expires_at=expires_at)
                 )
             if isinstance(relay, Relay | Splice) and handshake.holds_cleanups:  # (no task for nothing to release)
                 lease_end = asyncio.create_task(_release_when_client_over(relay.client_over, handshake))

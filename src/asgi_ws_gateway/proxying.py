@@ -82,7 +82,7 @@ async def open_proxy(
     if (message_policies is None or framed) and api.can_splice and _spliceable(api, scope):
         # The frame relay reads payloads: no extension (compression) is negotiated for it; nor for
         # the splice under ``compression: null``, as the relay offers none then.
-        extensions = not framed and cfg.compression is not None
+        extensions = not framed and api.compression is not None
         with _refusal_without_credentials(api, scope, requests, read_cookies, trace):
             backend, raw, slot = await api.pool.open(lambda b: api.traced[b.index].open(
                 lambda request: open_raw(
@@ -101,18 +101,18 @@ async def open_proxy(
         client_receive, upstream = trace.relay_io(receive, opened)
         offer = (scope.get("extensions") or {}).get(EXTENSION)
         progress = offer.get(TAKEN_IN) if isinstance(offer, dict) else None  # the gateway's protocol's
-        relay = Relay(client_receive, send, upstream, max_message_size=cfg.max_message_size,
-                      close_timeout=cfg.close_timeout, policies=message_policies, handshake=handshake,
+        relay = Relay(client_receive, send, upstream, max_message_size=api.max_message_size,
+                      close_timeout=api.close_timeout, policies=message_policies, handshake=handshake,
                       client_progress=progress if callable(progress) else None,
                       sent=SentCredentials(requests[backend.index]))  # fmt: skip
         accept: Message = _without_cookies(api, scope, {
             "type": "websocket.accept", "subprotocol": opened.subprotocol, "headers": opened.response_headers
         }, read_cookies, trace)  # fmt: skip
         if EXTENSION in (scope.get("extensions") or {}):  # the gateway's protocol: it reads (and
-            accept[MAX_SIZE] = cfg.max_message_size  # inflates) no larger message than the API takes
-            accept[CLOSE_TIMEOUT] = cfg.close_timeout  # and waits no longer for the client's close
-            accept[PING_INTERVAL] = cfg.ping_interval  # its keepalive and stall rule: the API's, as
-            accept[PING_TIMEOUT] = cfg.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
+            accept[MAX_SIZE] = api.max_message_size  # inflates) no larger message than the API takes
+            accept[CLOSE_TIMEOUT] = api.close_timeout  # and waits no longer for the client's close
+            accept[PING_INTERVAL] = api.ping_interval  # its keepalive and stall rule: the API's, as
+            accept[PING_TIMEOUT] = api.ping_timeout  # the splice's (None: off), not uvicorn's ws_ping_*
             accept[ON_SHUTDOWN] = relay.client_closed_at_shutdown  # the 1012 mirrored now, as the splice does
             if isinstance(opened, WebSocketsConnection) and not opened.compressed:
                 # The client's compression mirrors the upstream's: a backend that agreed to none was sent
@@ -130,20 +130,19 @@ def _splice(
     handshake: HandshakeContext,
     sent: SentCredentials,
 ) -> Splice:
-    cfg = api.config
     offer = scope["extensions"][EXTENSION]
     server_max = offer.get("max_size") if isinstance(offer, dict) else None
-    max_size = cfg.max_message_size
+    max_size = api.max_message_size
     if isinstance(server_max, int):  # the server's ws_max_size, as uvicorn enforces it on the relay
         max_size = min(max_size, server_max)
     if message_policies is not None:
         return FramedRelay(
             raw, policies=message_policies, handshake=handshake, max_message_size=max_size,
-            close_timeout=cfg.close_timeout, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
+            close_timeout=api.close_timeout, ping_interval=api.ping_interval, ping_timeout=api.ping_timeout,
             sent=sent,
         )  # fmt: skip
-    return Splice(raw, max_message_size=max_size, close_timeout=cfg.close_timeout,
-                  ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout, sent=sent)  # fmt: skip
+    return Splice(raw, max_message_size=max_size, close_timeout=api.close_timeout,
+                  ping_interval=api.ping_interval, ping_timeout=api.ping_timeout, sent=sent)  # fmt: skip
 
 
 @contextlib.contextmanager

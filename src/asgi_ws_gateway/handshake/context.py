@@ -197,8 +197,9 @@ class HandshakeContext:
                                 trusted_proxies=self.request.trusted_proxies,
                                 forwarded_header=self.request.forwarded_header,
                                 subprotocols=self.request.subprotocols)  # fmt: skip
-        request = self.upstream.apply(request, in_process=upstream.kind == "asgi")
-        check_upstream_request(request.url, request.headers, in_process=upstream.kind == "asgi", max_head=max_head,
+        in_process = upstream.kind == "asgi"
+        request = self.upstream.apply(request, in_process=in_process)
+        check_upstream_request(request.url, request.headers, in_process=in_process, max_head=max_head,
                                subprotocols=request.subprotocols)  # fmt: skip
         return request
 

@@ -50,6 +50,8 @@ class Telemetry:
         backends: BackendCounts | None = None,
     ) -> None:
         self.config = config.telemetry
+        # Read at every handshake: a plain attribute (a pydantic model's read is ~4x a plain one's).
+        self.trust_client_trace = self.config.trust_client_trace
         self.providers: Providers = resolve_providers(
             self.config, tracer_provider=tracer_provider, meter_provider=meter_provider, logger_provider=logger_provider
         )

@@ -111,7 +111,7 @@ class HandshakeTrace:
         self, telemetry: Telemetry, api: ApiInfo, scope: Scope, client: str | None = None, from_proxy: bool = False
     ) -> None:
         self.api = api
-        trust = telemetry.config.trust_client_trace
+        trust = telemetry.trust_client_trace
         # Whose trace context is continued (and its baggage and other formats' headers passed on).
         self.trusted: bool = trust is True or (from_proxy and trust == "trusted_proxies")
         self.scope = scope

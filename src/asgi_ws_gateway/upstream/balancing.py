@@ -169,6 +169,9 @@ COOLING_LINES = 10.0
 class BackendPool:
     def __init__(self, api: ApiConfig, backends: Sequence[Backend], connecting: ConnectingGate | None = None) -> None:
         self.api = api
+        # Read at every handshake, kept as plain attributes (a pydantic model's read is ~4x a plain one's).
+        self._least_connections = api.balancing == "least-connections"
+        self._connect_timeout = api.connect_timeout
         self.backends = list(backends)
         self._turn = 0
         # The previous configuration's, when there was one: handshakes in flight hold turns of it.
@@ -181,7 +184,7 @@ class BackendPool:
         start = self._turn % len(self.backends)
         self._turn += 1
         rotated = [b for b in self.backends[start:] + self.backends[:start] if has_room(b)]
-        if self.api.balancing == "least-connections":
+        if self._least_connections:
             # Connects under way count: clients arriving together (a reconnect storm) each see the others'
             # connects in flight, where accepted connections alone sent all of them to the emptiest backend.
             rotated.sort(key=lambda b: b.connections)  # stable: ties keep the rotation
@@ -256,8 +259,8 @@ class BackendPool:
         """
         if not any(has_room(b) for b in self.backends):  # at once: no turn is waited for to be refused
             raise backends_full(self.api.name, self.backends)
-        if not await self.connecting.enter(self.api.connect_timeout):
-            raise queue_timeout(self.api.name, self.connecting, self.api.connect_timeout)
+        if not await self.connecting.enter(self._connect_timeout):
+            raise queue_timeout(self.api.name, self.connecting, self._connect_timeout)
         try:
             return await self._first_to_open(opener)
         finally:
