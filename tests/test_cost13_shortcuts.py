@@ -1,7 +1,7 @@
 """Issue 13's shortcuts on a handshake's path, each held to the general path it stands in for: ``Host``
 values split once, an upstream's whole answer head checked in one match, the splice's 101 headers set in
-one pass, a log record's plain arguments looked at in C. Each test of "the shortcut is taken" watches which
-Python functions run (``sys.setprofile``)."""
+one pass, a log record's plain arguments looked at in C, list headers too short to be crowded not counted.
+Each test of "the shortcut is taken" watches which Python functions run (``sys.setprofile``)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 from websockets.datastructures import Headers
 
 from asgi_ws_gateway import log_redaction
+from asgi_ws_gateway.errors import HandshakeDenied
 from asgi_ws_gateway.handshake import host_header
+from asgi_ws_gateway.handshake.header_limits import check_lists
 from asgi_ws_gateway.log_redaction import RedactingFilter
 from asgi_ws_gateway.passthrough import raw_upstream
 from asgi_ws_gateway.passthrough.raw_upstream import _switched
 from asgi_ws_gateway.server.passthrough_handover import add_headers, without_replaced
+from asgi_ws_gateway.upstream.header_lists import LISTS, crowded_list
 from asgi_ws_gateway.upstream.interim import UnreadableHead
 from asgi_ws_gateway.upstream.response_head import MAX_HEADER_LINES, MAX_LINE, AnswerHead
 from support.calls import python_calls
@@ -315,6 +318,54 @@ def test_plain_arguments_are_not_looked_at_one_by_one() -> None:
     with python_calls() as calls:
         RedactingFilter().filter(record)
     assert "<genexpr>" not in calls
+
+
+# -- list headers' items --
+
+
+_LIST_LINE = st.tuples(
+    st.sampled_from([b"connection", b"upgrade", b"sec-websocket-protocol", b"sec-websocket-extensions", b"host"]),
+    st.lists(st.sampled_from([b",", b";", b"a", b" ", b"\xe9", b'"']), max_size=40).map(b"".join),
+)
+
+
+def _crowded_as_counted(scope: dict[str, Any]) -> bool:
+    """The general path: every list header's items counted (``crowded_list``)."""
+    lines: dict[str, list[str]] = {}
+    for name, value in scope["headers"]:
+        if name.decode() in LISTS:
+            lines.setdefault(name.decode(), []).append(value.decode("latin-1"))
+    if "sec-websocket-protocol" not in lines and "subprotocols" in scope:
+        lines["sec-websocket-protocol"] = scope["subprotocols"]
+    return crowded_list(lambda lowered: lines.get(lowered, ())) is not None
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(_LIST_LINE, max_size=6), st.none() | st.lists(st.sampled_from(["a", "a,b", ",", "x;y", ""]), max_size=40)
+)
+def test_list_headers_left_uncounted_hold_no_more_items_than_counted(
+    headers: list[tuple[bytes, bytes]], subprotocols: list[str] | None
+) -> None:
+    """check_lists counts no item when the list headers' characters and lines together are within
+    MAX_ITEMS (none can hold more items than that): it refuses exactly what counting every item refuses."""
+    scope: dict[str, Any] = {"headers": headers}
+    if subprotocols is not None:
+        scope["subprotocols"] = subprotocols
+    try:
+        check_lists(scope)
+    except HandshakeDenied:
+        refused = True
+    else:
+        refused = False
+    assert refused == _crowded_as_counted(scope)
+
+
+def test_a_handshake_s_list_headers_are_not_counted() -> None:
+    """``Connection: Upgrade`` and ``Upgrade: websocket``: no item counted (no call to crowded_list)."""
+    with python_calls() as calls:
+        check_lists({"headers": BROWSER, "subprotocols": []})
+    assert "crowded_list" not in calls
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from .._types import Scope
 from ..config.settings import HandshakeLimitsConfig
 from ..errors import HandshakeDenied
-from ..upstream.header_lists import LISTS, TOO_MANY, crowded_list
+from ..upstream.header_lists import LISTS, MAX_ITEMS, TOO_MANY, crowded_list
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,22 @@ def check_lists(scope: Scope) -> None:
     (wsproto keeps the subprotocols out of the scope's headers) ``scope["subprotocols"]`` when they hold
     none, as ``upstream.request.offered_subprotocols`` reads them: each element an item."""
     lines: dict[str, list[str]] = {}
+    # A line holds at most one item more than it has characters (each separator is one): lines of 64
+    # characters and line counts together, in all the list headers, cannot hold more than MAX_ITEMS in any
+    # (a handshake's "Upgrade" and "websocket": 18). Then none is counted (~25 opcodes a line, six calls).
+    bound = 0
     for name, value in scope.get("headers") or ():
         listed_name = _LIST_NAMES.get(name.lower())
         if listed_name is not None:
             lines.setdefault(listed_name, []).append(value.decode("latin-1"))
+            bound += 1 + len(value)
     listed = scope.get("subprotocols")
     if _PROTOCOL not in lines and type(listed) is list:
-        lines[_PROTOCOL] = [element for element in listed if type(element) is str]
-    crowded = crowded_list(lambda lowered: lines.get(lowered, ())) if lines else None
+        lines[_PROTOCOL] = elements = [element for element in listed if type(element) is str]
+        bound += sum(map(len, elements)) + len(elements)
+    if bound <= MAX_ITEMS:
+        return
+    crowded = crowded_list(lambda lowered: lines.get(lowered, ()))
     if crowded is not None:
         raise HandshakeDenied(400, f"the {crowded} header {TOO_MANY}", reason="bad_request")
 

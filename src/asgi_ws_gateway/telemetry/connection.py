@@ -145,12 +145,13 @@ class ConnectionTrace:
             telemetry.metrics.closed(self._live, side, code, seconds)
         if telemetry.access.enabled:
             fields = self._handshake.fields()
-            fields.update(
-                status=101, outcome="accepted", closed_by=side, close_code=code, close_reason=reason,
-                duration=round(seconds, 6), messages_in=stats.messages_in, bytes_in=stats.bytes_in,
-                messages_out=stats.messages_out, bytes_out=stats.bytes_out, backend=self._backend,
-                subprotocol=self._subprotocol,
-            )  # fmt: skip
+            # Item by item, in this order (the JSON line's): ``update`` with keywords built a dict of them
+            # first (~8.6 k instructions against ~5.9 k, counted in process).
+            fields["status"], fields["outcome"], fields["closed_by"] = 101, "accepted", side
+            fields["close_code"], fields["close_reason"], fields["duration"] = code, reason, round(seconds, 6)
+            fields["messages_in"], fields["bytes_in"] = stats.messages_in, stats.bytes_in
+            fields["messages_out"], fields["bytes_out"] = stats.messages_out, stats.bytes_out
+            fields["backend"], fields["subprotocol"] = self._backend, self._subprotocol
             telemetry.access.write(fields, span)
 
 
