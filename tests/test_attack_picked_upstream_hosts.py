@@ -32,7 +32,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.config.checks import config_warnings, url_problem
@@ -45,9 +44,9 @@ from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.templates import Template
 from asgi_ws_gateway.upstream.address_guard import DENIED, PICKED_LOCAL, AddressGuard
 from asgi_ws_gateway.upstream.resolver import RESOLVER
-from support.clients import connect
+from support.clients import echo_status
 from support.configs import api_entry, write_config
-from support.dns import fake_dns
+from support.dns import GUARD_LOG, fake_dns, guard_warnings
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
@@ -55,7 +54,6 @@ from support.management import api, managed_gateway
 from support.servers import CountingListener, UvicornFactory
 from support.upstream import UpstreamServer
 
-_GUARD_LOG = "asgi_ws_gateway.upstream.address_guard"
 _JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
 
 
@@ -103,20 +101,6 @@ def _gateway(uvicorn_server: UvicornFactory, connector: str, top: dict[str, Any]
     entry.update(CONNECTORS[connector])
     app = WebSocketGateway(not_found, config={"apis": [entry], **(top or {})})
     return uvicorn_server(app, ws=PASSTHROUGH, loop="asyncio").url("/p")
-
-
-async def _status(url: str, **kw: Any) -> int:
-    try:
-        async with await connect(url, **kw) as ws:
-            await ws.send("hello")
-            assert await ws.recv() == "hello"
-            return 101
-    except InvalidStatus as refused:
-        return refused.response.status_code
-
-
-def _denials(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == _GUARD_LOG and r.levelno == logging.WARNING]
 
 
 def _bearer(**claims: Any) -> dict[str, Any]:
@@ -174,17 +158,17 @@ async def test_a_handshake_value_cannot_send_the_gateway_to_its_own_host_by_defa
 ) -> None:
     """No rule written: a claim's or a variable's loopback host (or a claim's port on the operator's loopback
     host) is never connected to: 502, nothing reached, counted, one WARNING naming why."""
-    caplog.set_level(logging.WARNING, logger=_GUARD_LOG)
+    caplog.set_level(logging.WARNING, logger=GUARD_LOG)
     with contextlib.ExitStack() as stack:
         port, reached = _target(stack, _OWN_HOST[variant][2])
         policies, client = _policies_and_client(variant, port, dns)
         url = _gateway(uvicorn_server, connector, policies=policies)
         before = RESOLVER.address_failures.copy()
-        statuses = [await _status(url, **client) for _ in range(2)]
+        statuses = [await echo_status(url, **client) for _ in range(2)]
         assert reached() == 0
     assert statuses == [502, 502]
     assert (RESOLVER.address_failures - before)[DENIED] >= 2  # localhost: its ::1 and 127.0.0.1 both
-    lines = _denials(caplog)
+    lines = guard_warnings(caplog)
     assert lines and all(line.startswith("API p: upstream ") and PICKED_LOCAL in line for line in lines)
 
 
@@ -209,7 +193,7 @@ async def test_an_allow_entry_that_names_loopback_lets_a_picked_host_reach_it(
         top = {"upstream_networks": rule} if where == "file" else None
         own = rule if where == "api" else {}
         url = _gateway(uvicorn_server, connector, top, policies=policies, upstream_networks=own)
-        status = await _status(url, **_bearer(host="127.0.0.1"))
+        status = await echo_status(url, **_bearer(host="127.0.0.1"))
         assert len(upstream.handshakes) == (1 if reached else 0)
     assert status == (101 if reached else 502)
 
@@ -224,7 +208,7 @@ async def test_a_loopback_host_the_operator_wrote_is_reached_as_before(
     with UpstreamServer() as upstream:
         policies = [_JWT, {"set-backend-service": {"base_url": f"ws://{host}:{upstream.port}"}}]
         url = _gateway(uvicorn_server, connector, policies=policies)
-        assert await _status(url, **_bearer()) == 101
+        assert await echo_status(url, **_bearer()) == 101
         assert [h.path for h in upstream.handshakes] == ["/echo"]
 
 
@@ -238,7 +222,7 @@ async def test_a_custom_policy_s_base_url_is_picked_unless_it_says_it_fixed_it(
     with UpstreamServer() as upstream:
         setting = {"url": f"ws://127.0.0.1:{upstream.port}", **({} if picked is None else {"picked": picked})}
         url = _gateway(uvicorn_server, connector, policies=[{"test-set-base-url": setting}])
-        status = await _status(url)
+        status = await echo_status(url)
         assert len(upstream.handshakes) == (1 if reached else 0)
     assert status == (101 if reached else 502)
 
@@ -254,7 +238,7 @@ async def test_the_last_base_url_set_decides_whether_the_host_was_picked(
             {"set-backend-service": {"base_url": f"ws://127.0.0.1:{upstream.port}"}},
         ]
         url = _gateway(uvicorn_server, "splice", policies=policies)
-        assert await _status(url, **_bearer(host="127.0.0.1")) == 101
+        assert await echo_status(url, **_bearer(host="127.0.0.1")) == 101
 
 
 @pytest.mark.parametrize(("region", "status"), [("eu", 101), ("eu.x", 400), ("eu.", 400), (".eu", 400)])
@@ -271,7 +255,7 @@ async def test_a_value_fills_only_the_label_the_template_began(
         base_url = f"ws://chat-{{jwt.region}}.{domain}:{upstream.port}/echo"
         policies = [_JWT, {"set-backend-service": {"base_url": base_url}}]
         url = _gateway(uvicorn_server, connector, policies=policies, upstream_networks={"allow": ["127.0.0.1"]})
-        assert await _status(url, **_bearer(region=region)) == status
+        assert await echo_status(url, **_bearer(region=region)) == status
         assert len(upstream.handshakes) == (1 if status == 101 else 0)
 
 

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from websockets.exceptions import InvalidStatus
 
 from asgi_ws_gateway import WebSocketGateway
 from asgi_ws_gateway.config.checks import config_warnings
@@ -38,9 +37,9 @@ from asgi_ws_gateway.policies.build import load_config
 from asgi_ws_gateway.standalone import not_found
 from asgi_ws_gateway.upstream.address_guard import DENIED, AddressGuard
 from asgi_ws_gateway.upstream.resolver import RESOLVER
-from support.clients import connect
+from support.clients import echo_status
 from support.configs import api_entry, write_config
-from support.dns import fake_dns
+from support.dns import GUARD_LOG, fake_dns, guard_warnings
 from support.gateway import PASSTHROUGH
 from support.hostile import CONNECTORS
 from support.jwts import HS_SECRET, token
@@ -50,7 +49,6 @@ from support.servers import CountingListener, UvicornFactory
 from support.telemetry import address_failures
 from support.upstream import UpstreamServer
 
-_GUARD_LOG = "asgi_ws_gateway.upstream.address_guard"
 _JWT = {"validate-jwt": {"algorithms": ["HS256"], "secret": HS_SECRET, "audience": "chat"}}
 
 
@@ -77,20 +75,6 @@ def _gateway(
     entry = {**api_entry(url, name="n", path="/n", connect_timeout=3, **CONNECTORS[connector]), **fields}
     app = WebSocketGateway(not_found, config={"apis": [entry], **(top or {})}, meter_provider=meter_provider)
     return uvicorn_server(app, ws=PASSTHROUGH, loop="asyncio").url("/n")
-
-
-async def _status(url: str, **kw: Any) -> int:
-    try:
-        async with await connect(url, **kw) as ws:
-            await ws.send("hello")
-            assert await ws.recv() == "hello"
-            return 101
-    except InvalidStatus as refused:
-        return refused.response.status_code
-
-
-def _denials(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == _GUARD_LOG and r.levelno == logging.WARNING]
 
 
 def _failures_since(before: Counter[str]) -> Counter[str]:
@@ -129,7 +113,7 @@ async def test_a_denied_address_is_never_connected_to(
 ) -> None:
     """A literal IP host or a name's address in the rule's deny (or outside its allow), the file's or the
     API's: a 502, nothing reached, one WARNING naming the API, host and address, counted."""
-    caplog.set_level(logging.WARNING, logger=_GUARD_LOG)
+    caplog.set_level(logging.WARNING, logger=GUARD_LOG)
     host, listen, addresses, rule = DENIED_VARIANTS[variant]
     name = _name()
     if addresses is not None:
@@ -141,13 +125,13 @@ async def test_a_denied_address_is_never_connected_to(
         own = rule if where == "api" else {}
         url = _gateway(uvicorn_server, connector, f"ws://{host}:{listener.port}/echo", top, upstream_networks=own)
         before = RESOLVER.address_failures.copy()
-        statuses = [await _status(url) for _ in range(3)]
+        statuses = [await echo_status(url) for _ in range(3)]
     finally:
         listener.close()
     assert listener.accepted == 0
     assert statuses == [502] * 3
     assert _failures_since(before) == Counter({DENIED: 3})
-    (line,) = _denials(caplog)  # one line for three refusals: throttled
+    (line,) = guard_warnings(caplog)  # one line for three refusals: throttled
     assert "API n: upstream " + host.strip("[]") in line and f"address {(addresses or [host.strip('[]')])[0]}" in line
 
 
@@ -161,7 +145,7 @@ async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_
 ) -> None:
     """Rebinding's usual answer: a good address beside a bad one. Every handshake goes to the good one;
     each refusal is in the metric users query."""
-    caplog.set_level(logging.WARNING, logger=_GUARD_LOG)
+    caplog.set_level(logging.WARNING, logger=GUARD_LOG)
     name = _name()
     with UpstreamServer() as upstream:
         denied = CountingListener("127.0.0.2", upstream.port)
@@ -172,13 +156,13 @@ async def test_a_name_with_denied_and_allowed_addresses_connects_to_the_allowed_
                 uvicorn_server, connector, f"ws://{name}:{upstream.port}/echo", top, meter_provider=reader[0]
             )
             before = RESOLVER.address_failures.copy()
-            statuses = [await _status(url) for _ in range(6)]
+            statuses = [await echo_status(url) for _ in range(6)]
         finally:
             denied.close()
         assert len(upstream.handshakes) == 6
     assert statuses == [101] * 6
     assert denied.accepted == 0
-    lines = _denials(caplog)
+    lines = guard_warnings(caplog)
     assert len(lines) == 2  # one per address, not per handshake
     assert any("address 127.0.0.2 is in upstream_networks.deny" in line for line in lines)
     assert any("address 169.254.169.254 is in upstream_networks.deny" in line for line in lines)
@@ -199,8 +183,8 @@ async def test_under_run_a_name_the_system_resolver_answers_is_checked(tmp_path:
         ]})  # fmt: skip
         gateway = GatewayProcess([str(config)], cwd=tmp_path, workers=1, log=log)
         async with gateway:
-            assert await _status(gateway.url("/open")) == 101
-            assert await _status(gateway.url("/fenced")) == 502
+            assert await echo_status(gateway.url("/open")) == 101
+            assert await echo_status(gateway.url("/fenced")) == 502
         assert len(upstream.handshakes) == 1
     text = log.read_text()
     assert f"API fenced: upstream localhost port {upstream.port}: address " in text
@@ -218,7 +202,7 @@ async def test_the_default_keeps_loopback_and_private_upstreams_working(
     with UpstreamServer() as upstream:
         for host in ("127.0.0.1", name, "0.0.0.0"):
             url = _gateway(uvicorn_server, connector, f"ws://{host}:{upstream.port}/echo")
-            assert await _status(url) == 101, host
+            assert await echo_status(url) == 101, host
     assert not _failures_since(before)
 
 
@@ -243,7 +227,7 @@ async def test_a_claim_cannot_send_the_gateway_to_the_metadata_service_by_defaul
 ) -> None:
     """``set-backend-service: ws://{jwt.host}:80/``, no rule written: never connected (a 502 at once, not a
     connect that times out or is refused), counted and logged."""
-    caplog.set_level(logging.WARNING, logger=_GUARD_LOG)
+    caplog.set_level(logging.WARNING, logger=GUARD_LOG)
     host, addresses = METADATA_CLAIMS[claim]
     if addresses is not None:
         host = _name()
@@ -252,11 +236,11 @@ async def test_a_claim_cannot_send_the_gateway_to_the_metadata_service_by_defaul
         policies = [_JWT, {"set-backend-service": {"base_url": "ws://{jwt.host}:80/latest/meta-data/"}}]
         url = _gateway(uvicorn_server, connector, upstream.url("/echo"), policies=policies)
         before = RESOLVER.address_failures.copy()
-        status = await _status(url, additional_headers={"Authorization": f"Bearer {token(host=host)}"})
+        status = await echo_status(url, additional_headers={"Authorization": f"Bearer {token(host=host)}"})
         assert not upstream.handshakes
     assert status == 502
     assert _failures_since(before) == Counter({DENIED: 1})
-    (line,) = _denials(caplog)
+    (line,) = guard_warnings(caplog)
     assert f"API n: upstream {host} port 80: address {(addresses or [host])[0]} is in upstream_networks.deny" in line
 
 
@@ -275,7 +259,7 @@ async def test_an_api_s_allow_list_keeps_a_claim_s_host_off_loopback(
         policies = [_JWT, {"set-backend-service": {"base_url": base_url}}]
         rule = {"allow": ["10.0.0.0/8"]}
         url = _gateway(uvicorn_server, connector, upstream.url("/echo"), policies=policies, upstream_networks=rule)
-        status = await _status(url, additional_headers={"Authorization": f"Bearer {token(host=claim)}"})
+        status = await echo_status(url, additional_headers={"Authorization": f"Bearer {token(host=claim)}"})
         assert not upstream.handshakes
     assert status == 502
 
@@ -363,9 +347,9 @@ async def test_the_management_api_refuses_a_bad_rule_with_422_and_applies_a_good
         assert bad.json()["problems"] == ["upstream_networks.deny[0]: '300.0.0.1' is not an IP address or network"]
         good = api("x", "/ws/x", upstream, upstream_networks={"deny": ["127.0.0.0/8"]})
         assert (await http.post("apis", json=good)).status_code == 201
-    assert await _status(managed.url("/ws/echo")) == 101
+    assert await echo_status(managed.url("/ws/echo")) == 101
     reached = len(upstream.handshakes)
-    assert await _status(managed.url("/ws/x")) == 502
+    assert await echo_status(managed.url("/ws/x")) == 502
     assert len(upstream.handshakes) == reached
 
 

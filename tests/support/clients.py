@@ -85,10 +85,13 @@ async def assert_echoes_or_refused(url: str, status: int, **kw: Any) -> None:
         assert await ws.recv() == "hi"
 
 
-async def echo_status(url: str, headers: dict[str, str]) -> int:
-    """101 for a handshake (with ``headers``) accepted and echoing a message, else the refusal's status."""
+async def echo_status(url: str, headers: dict[str, str] | None = None, **kw: Any) -> int:
+    """101 for a handshake (with ``headers``; ``kw`` as for ``connect``) accepted and echoing a message, else
+    the refusal's status."""
+    if headers is not None:
+        kw["additional_headers"] = headers
     try:
-        ws = await connect(url, additional_headers=headers)
+        ws = await connect(url, **kw)
     except InvalidStatus as refusal:
         return refusal.response.status_code
     async with ws:

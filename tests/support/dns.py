@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 _REAL_GETADDRINFO = socket.getaddrinfo
 
@@ -34,3 +37,11 @@ def fake_dns() -> Iterator[dict[str, list[str]]]:
 
 
 __all__ = ["fake_dns"]
+
+
+GUARD_LOG = "asgi_ws_gateway.upstream.address_guard"
+
+
+def guard_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The WARNINGs of the upstream address guard (an address not connected to) ``caplog`` captured."""
+    return [r.getMessage() for r in caplog.records if r.name == GUARD_LOG and r.levelno == logging.WARNING]
