@@ -307,9 +307,9 @@ def test_another_site_cannot_frame_the_console(uvicorn_server: UvicornFactory, u
 def test_a_forwarded_client_text_never_reaches_the_lockout_warning(
     uvicorn_server: UvicornFactory, upstream: UpstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """uvicorn behind a proxy on this host takes ``X-Forwarded-For`` as the client, any text: such a client
-    is ``unknown`` (``forwarded.peer_client``), so the lockout's WARNING names no text of its (C1 controls,
-    CSI and NEL, were written raw)."""
+    """uvicorn behind a proxy on this host takes ``X-Forwarded-For`` as the client, any text: the lockout keys
+    the connection's own peer (``management.transport_peer``; the text once made it ``unknown``), so its
+    WARNING names no text of the header's (C1 controls, CSI and NEL, were written raw)."""
     server = _server(uvicorn_server, upstream, [])
     forged = b"\x9b2J\x85FORGED: lockout lifted\xad"
     guess = [(b"authorization", b"Bearer a-wrong-guess"), (b"x-forwarded-for", forged)]
@@ -320,7 +320,7 @@ def test_a_forwarded_client_text_never_reaches_the_lockout_warning(
         for _ in range(31):
             http.get("apis", headers=guess)
     (line,) = [r.getMessage() for r in caplog.records if "refused admin credentials" in r.getMessage()]
-    assert "from unknown within" in line, line
+    assert "from loopback (uid " in line or "from 127.0.0.1 within" in line, line
     assert "FORGED" not in line and "\x9b" not in line and "\x85" not in line
 
 
